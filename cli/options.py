@@ -1,0 +1,36 @@
+"""Options shared by several commands."""
+from __future__ import annotations
+
+import os
+
+import click
+
+
+def default_genome() -> str:
+    """The bundled genome's path, the default of every ``--genome`` option."""
+    from genesae_fast.data import genome_path
+
+    return str(genome_path())
+
+
+def genome_option(fn):
+    """``--genome F``: a FASTA file (plain, gzip or BGZF); the bundled genome by default."""
+    return click.option(
+        "--genome",
+        "genome",
+        type=click.Path(dir_okay=False),
+        default=default_genome,
+        show_default="bundled C. diphtheriae NCTC11397",
+        help="FASTA file (plain, gzip or BGZF).",
+    )(fn)
+
+
+def threads_option(fn):
+    """``--threads N``: worker threads for native code; all cores by default."""
+    return click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=lambda: os.cpu_count() or 1,
+        show_default="all cores",
+        help="Worker threads.",
+    )(fn)
