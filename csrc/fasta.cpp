@@ -160,7 +160,7 @@ ParseResult parse(const unsigned char* data, std::size_t n) {
 }
 
 // Hands a std::vector's storage to numpy without copying.
-py::array_t<std::uint8_t> to_numpy(std::vector<std::uint8_t>&& v, bool as_bool) {
+py::array to_numpy(std::vector<std::uint8_t>&& v, bool as_bool) {
     auto* holder = new std::vector<std::uint8_t>(std::move(v));
     py::capsule owner(holder, [](void* p) { delete static_cast<std::vector<std::uint8_t>*>(p); });
     py::dtype dt = as_bool ? py::dtype("bool") : py::dtype::of<std::uint8_t>();
@@ -188,7 +188,7 @@ py::list parse_fasta_py(py::buffer buffer) {
     return out;
 }
 
-py::array_t<std::uint8_t> encode_bases_py(py::buffer buffer) {
+py::array encode_bases_py(py::buffer buffer) {
     py::buffer_info info = buffer.request();
     const auto* data = static_cast<const unsigned char*>(info.ptr);
     std::size_t n = static_cast<std::size_t>(info.size) * static_cast<std::size_t>(info.itemsize);

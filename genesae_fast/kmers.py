@@ -46,8 +46,9 @@ def count_kmers(
     min_count : int
         Drop k-mers seen fewer times.
     threads : int
-    method : {"auto", "dense", "sort"}
-        Force a counter (tests compare them); "auto" uses a dense table for k <= 13.
+    method : {"auto", "partition", "dense"}
+        Force a counter (tests compare them): "partition" (the default; bucket by top bits, then
+        tally or radix-sort each bucket in cache) or "dense" (one 4^k table, k <= 13).
 
     Returns
     -------

@@ -1,0 +1,1 @@
+"""Benchmarks: run with `pytest benchmarks/ --benchmark-only` (peers from the `bench` extra)."""
