@@ -6,8 +6,8 @@
 // Canonical counting keys each k-mer by min(packed, packed reverse complement).
 //
 // Two counters:
-//  * partition (the default, any k): threads collect packed k-mers and scatter them into
-//    4096 buckets by their top 12 bits. A bucket whose k-mers differ only in <= 16 low
+//  * partition (the default, any k): a first pass histograms the k-mers' top 12 bits, a
+//    second scatters the packed k-mers into those 4096 buckets. A bucket whose k-mers differ only in <= 16 low
 //    bits (k <= 14) is tallied in a small dense table that stays in cache; a larger one is
 //    sorted with an LSD radix sort and run-length counted. Every memory access pattern is
 //    sequential or confined to cache, which is what makes it fast: a plain 4^k table
@@ -200,40 +200,32 @@ Counts count_sorted(const std::vector<Segment>& segs, int k, int threads, std::u
     const std::size_t n_buckets = std::size_t(1) << bucket_bits;
     const int n_threads = std::max(1, threads);
 
-    // 1. Each thread collects the k-mers of the segments it takes, and a histogram of
-    //    their top bits on the way. Writes go through a raw pointer into storage sized
-    //    for the segment (a k-mer per start position at most).
-    std::vector<std::vector<std::uint64_t>> local(n_threads);
-    std::vector<std::vector<std::size_t>> hist(n_threads, std::vector<std::size_t>(n_buckets, 0));
-    run_parallel(n_threads, segs.size(), [&](int tid, std::size_t i) {
-        auto& v = local[tid];
-        std::size_t used = v.size();
-        v.resize(used + (segs[i].end - segs[i].begin));
-        std::uint64_t* out = v.data() + used;
-        std::size_t* h = hist[tid].data();
-        for_each_kmer<Canonical>(segs[i], k, [&](std::uint64_t x) {
-            *out++ = x;
-            ++h[x >> shift];
-        });
-        v.resize(static_cast<std::size_t>(out - v.data()));
+    // 1. Histogram of the top bits of each segment's k-mers (per segment, so that the
+    //    scatter below is deterministic whichever thread takes which segment).
+    const std::size_t n_segs = segs.size();
+    std::vector<std::size_t> hist(n_segs * n_buckets, 0);
+    run_parallel(n_threads, n_segs, [&](int, std::size_t s) {
+        std::size_t* h = hist.data() + s * n_buckets;
+        for_each_kmer<Canonical>(segs[s], k, [&](std::uint64_t x) { ++h[x >> shift]; });
     });
-    // 2. A scatter of every thread's k-mers into one array ordered by bucket.
+    // 2. Offsets, then a second rolling pass scatters every k-mer straight into its
+    //    bucket. Rolling again costs less than writing and re-reading a copy of all k-mers.
     std::vector<std::size_t> bucket_start(n_buckets + 1, 0);
-    std::vector<std::vector<std::size_t>> offset(n_threads, std::vector<std::size_t>(n_buckets, 0));
     std::size_t pos = 0;
     for (std::size_t b = 0; b < n_buckets; ++b) {
         bucket_start[b] = pos;
-        for (int t = 0; t < n_threads; ++t) {
-            offset[t][b] = pos;
-            pos += hist[t][b];
+        for (std::size_t s = 0; s < n_segs; ++s) {
+            std::size_t count = hist[s * n_buckets + b];
+            hist[s * n_buckets + b] = pos;  // becomes the write offset
+            pos += count;
         }
     }
     bucket_start[n_buckets] = pos;
     std::vector<std::uint64_t> all(pos);
-    run_parallel(n_threads, static_cast<std::size_t>(n_threads), [&](int, std::size_t t) {
-        auto& off = offset[t];
-        for (std::uint64_t x : local[t]) all[off[x >> shift]++] = x;
-        std::vector<std::uint64_t>().swap(local[t]);
+    run_parallel(n_threads, n_segs, [&](int, std::size_t s) {
+        std::size_t* off = hist.data() + s * n_buckets;
+        std::uint64_t* dst = all.data();
+        for_each_kmer<Canonical>(segs[s], k, [&](std::uint64_t x) { dst[off[x >> shift]++] = x; });
     });
     // 3. Sort and run-length count each bucket.
     std::vector<Counts> per_bucket(n_buckets);
