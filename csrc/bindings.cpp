@@ -5,4 +5,5 @@ PYBIND11_MODULE(_native, m) {
     m.doc() = "genesae_fast native routines: FASTA decoding, k-mer counting, motif scanning";
     genesae::bind_fasta(m);
     genesae::bind_kmers(m);
+    genesae::bind_scan(m);
 }

@@ -14,5 +14,6 @@ constexpr unsigned char kCodeN = 4;
 
 void bind_fasta(pybind11::module_& m);
 void bind_kmers(pybind11::module_& m);
+void bind_scan(pybind11::module_& m);
 
 }  // namespace genesae

@@ -1,0 +1,36 @@
+"""``genesae run``: the whole pipeline with sensible defaults."""
+from __future__ import annotations
+
+import click
+
+from genesae_fast.cli.options import genome_option, threads_option
+
+
+@click.command()
+@genome_option
+@click.option("--model", default="builtin", show_default=True, help="'builtin' or a local model folder.")
+@click.option("--layer", type=click.IntRange(min=0), default=None,
+              help="Model layer.  [default: the first block whose receptive field reaches a TF motif's width]")
+@click.option("--motifs", default="jaspar2024:CORE:vertebrates", show_default=True,
+              help="Motif SPEC or file; 'none' to skip motif concepts.")
+@click.option("--gff", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="GFF3 for gene-structure concepts.  [default: pyrodigal's genes]")
+@click.option("--out", "-o", "out", default="genesae_run", show_default=True, type=click.Path(file_okay=False),
+              help="Output folder: store.zarr, sae/, annotate/ (report.html).")
+@click.option("--quick", is_flag=True, help="A 250 kbp slice and a small SAE: a demonstration in one to two minutes on CPU.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="torch device.  [default: cuda if available, else cpu]")
+@threads_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def run(genome, model, layer, motifs, gff, out, quick, seed, device, threads, quiet):
+    """Extract activations, train a TopK SAE, annotate its features and write the HTML
+    atlas, into OUT. Each stage is skipped when its output is complete, so rerunning after
+    a crash continues. Ends with a summary: FVU, L0, dead fraction, the features with a
+    significant motif or gene-structure concept, the best ten, and the report's path."""
+    from genesae_fast.annotate.pipeline import format_summary, run_pipeline
+
+    spec = None if motifs.lower() == "none" else motifs
+    summary = run_pipeline(out, genome=genome, model=model, layer=layer, motifs=spec, quick=quick, gff=gff,
+                           threads=threads, seed=seed, device=device, progress=not quiet,
+                           echo=lambda m: click.echo(m, err=True))
+    click.echo(format_summary(summary))

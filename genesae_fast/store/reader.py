@@ -1,0 +1,443 @@
+"""``ActivationStore``: read access to an activation store (training, annotation, info)."""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import numpy as np
+
+from genesae_fast.errors import InputError
+from genesae_fast.store import layout
+from genesae_fast.store.backend import Backend
+from genesae_fast.store.records import COORDS_KEY, crc32, parse_record
+
+
+class ActivationStore:
+    """An activation store opened for reading.
+
+    Use :meth:`open`. Attributes: ``n_rows``, ``d``, ``dtype`` ("float16", "bfloat16" or
+    "float32"), ``chunk_rows``, ``n_chunks``, ``attrs`` (provenance dict), ``sequence_names``,
+    ``has_coordinates``, ``mean`` (float64 [d]) and ``norm_scale`` (float).
+    """
+
+    def __init__(self, backend: Backend, group, attrs: dict, verify: bool = False):
+        self._backend = backend
+        self.path = str(backend)
+        self._group = group
+        self.attrs = attrs
+        self.n_rows = int(attrs["n_rows"])
+        self.d = int(attrs["d"])
+        self.dtype = str(attrs["dtype"])
+        self.chunk_rows = int(attrs["chunk_rows"])
+        self.n_chunks = layout.n_chunks(self.n_rows, self.chunk_rows)
+        self.complete = bool(attrs.get("complete", False))
+        genome = attrs.get("genome") or {}
+        seqs = genome.get("sequences") or []
+        self.sequence_names = [s["name"] for s in seqs]
+        self._seq_rows = {i: (int(s["row_start"]), int(s["row_end"])) for i, s in enumerate(seqs)}
+        self.has_coordinates = bool(attrs.get("has_coordinates", False))
+        stats = attrs.get("stats") or {}
+        self.mean = np.asarray(stats.get("mean", np.zeros(self.d)), dtype=np.float64)
+        self.norm_scale = float(stats.get("norm_scale", 0.0))
+        self.verify_reads = bool(verify)
+        self._acts = group[layout.ACTIVATIONS]
+        self._stored_dtype = np.dtype(layout.STORED_DTYPE[self.dtype]).newbyteorder("<")
+        self._fast = backend.local and self._is_raw(self._acts)
+        self._crcs: dict[int, int] | None = None
+        self._coords_cache: dict[str, np.ndarray] = {}
+        self._resident: dict = {}
+        self._last_chunk: tuple[int, np.ndarray] | None = None
+        self._free_buffers: list[np.ndarray] = []  # stream buffers kept between epochs
+
+    # -- opening ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path, verify: bool = False, allow_partial: bool = False) -> "ActivationStore":
+        """Open a store for reading.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Local folder or fsspec URL of the store.
+        verify : bool
+            Check every chunk read against the CRC-32 in its commit record.
+        allow_partial : bool
+            Open an extraction that has not finished (uncommitted rows read as NaN).
+
+        Raises
+        ------
+        InputError
+            Missing path, not a genesae store, unfinished or corrupt.
+        """
+        backend = Backend(path)
+        if not backend.exists("zarr.json"):
+            if not backend.exists():
+                raise InputError(f"{path}: no such store")
+            raise InputError(f"{path}: not a Zarr store (no zarr.json)")
+        try:
+            group = backend.open_group("r")
+            attrs = dict(group.attrs).get(layout.ATTRS_KEY)
+        except Exception as exc:  # zarr raises many types for a damaged zarr.json
+            raise InputError(f"{path}: cannot open as a Zarr v3 group ({exc})") from None
+        if not isinstance(attrs, dict) or "n_rows" not in attrs:
+            raise InputError(f"{path}: not a genesae activation store (no '{layout.ATTRS_KEY}' attributes)")
+        if int(attrs.get("format_version", 0)) > layout.FORMAT_VERSION:
+            raise InputError(f"{path}: store format {attrs['format_version']} is newer than this genesae_fast")
+        if not attrs.get("complete", False) and not allow_partial:
+            raise InputError(
+                f"{path}: extraction not finished (rerun the same extract command to resume it)"
+            )
+        try:
+            store = cls(backend, group, attrs, verify=verify)
+        except KeyError as exc:
+            raise InputError(f"{path}: damaged store, missing {exc}") from None
+        shape = tuple(store._acts.shape)
+        if shape != (store.n_rows, store.d):
+            raise InputError(f"{path}: activations have shape {shape}, attributes say {(store.n_rows, store.d)}")
+        return store
+
+    @staticmethod
+    def _is_raw(arr) -> bool:
+        # The fast path reads chunk files directly: only for plain little-endian bytes
+        # with the default chunk key encoding ("c/<row chunk>/0").
+        meta = arr.metadata.to_dict()
+        codecs = meta.get("codecs", [])
+        enc = meta.get("chunk_key_encoding", {})
+        return (
+            len(codecs) == 1
+            and codecs[0].get("name") == "bytes"
+            and (codecs[0].get("configuration") or {}).get("endian", "little") in ("little", None)
+            and enc.get("name") == "default"
+            and (enc.get("configuration") or {}).get("separator", "/") == "/"
+        )
+
+    def __repr__(self) -> str:
+        return f"ActivationStore({self.path!r}, n_rows={self.n_rows}, d={self.d}, dtype={self.dtype})"
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    # -- chunks -------------------------------------------------------------------------
+    def chunk_bounds(self, k: int) -> tuple[int, int]:
+        """Rows ``[start, stop)`` of chunk ``k``."""
+        return layout.chunk_bounds(k, self.n_rows, self.chunk_rows)
+
+    def _chunk_crcs(self) -> dict[int, int]:
+        if self._crcs is None:
+            crcs = {}
+            for name in self._backend.list(layout.PROGRESS):
+                if name.startswith("chunk-"):
+                    rec = parse_record(self._backend.read_bytes(f"{layout.PROGRESS}/{name}"), self.attrs.get("config"))
+                    if rec is not None:
+                        crcs[int(rec["chunk"])] = int(rec["crc32"])
+            self._crcs = crcs
+        return self._crcs
+
+    def committed_chunks(self) -> list[int]:
+        """Chunks with a valid commit record, in order."""
+        return sorted(self._chunk_crcs())
+
+    def read_chunk(self, k: int, out: np.ndarray | None = None, verify: bool | None = None) -> np.ndarray:
+        """Chunk ``k`` as stored (float16, float32 or bfloat16 bits as uint16).
+
+        Parameters
+        ----------
+        out : numpy.ndarray, optional
+            Buffer of at least the chunk's rows, stored dtype, C-contiguous rows of d.
+
+        Returns
+        -------
+        numpy.ndarray, shape (rows of chunk k, d)
+
+        Raises
+        ------
+        InputError
+            The chunk file is missing or truncated, or (``verify``) its CRC-32 does not
+            match its commit record.
+        """
+        if not 0 <= k < self.n_chunks:
+            raise IndexError(f"chunk {k} out of range [0, {self.n_chunks})")
+        start, stop = self.chunk_bounds(k)
+        rows = stop - start
+        if out is None:
+            out = np.empty((rows, self.d), dtype=self._stored_dtype)
+        else:
+            out = out[:rows]
+        if self._fast:
+            self._read_chunk_file(k, rows, out)
+        else:
+            try:
+                out[...] = self._acts[start:stop]
+            except Exception as exc:
+                raise InputError(f"{self.path}: cannot read activation chunk {k} ({exc})") from None
+        if self.verify_reads if verify is None else verify:
+            self._check_crc(k, out)
+        return out
+
+    def _read_chunk_file(self, k: int, rows: int, out: np.ndarray) -> None:
+        key = f"{layout.ACTIVATIONS}/c/{k}/0"
+        path = self._backend.local_path(key)
+        full = self.chunk_rows * self.d * self._stored_dtype.itemsize
+        want = rows * self.d * self._stored_dtype.itemsize
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            if not self.complete:  # an unfinished extraction: unwritten rows are NaN
+                out[...] = 0x7FC0 if self.dtype == "bfloat16" else np.nan
+                return
+            raise InputError(f"{self.path}: activation chunk {k} is missing ({key})") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size != full:
+                raise InputError(
+                    f"{self.path}: activation chunk {k} is truncated or damaged ({key}: {size} bytes, expected {full})"
+                )
+            view = memoryview(out.reshape(-1).view(np.uint8))
+            got = 0
+            while got < want:
+                n = os.readv(fd, [view[got:want]])
+                if n <= 0:
+                    raise InputError(f"{self.path}: activation chunk {k} is truncated ({key})")
+                got += n
+        finally:
+            os.close(fd)
+
+    def _check_crc(self, k: int, data: np.ndarray) -> None:
+        expected = self._chunk_crcs().get(k)
+        if expected is None:
+            raise InputError(f"{self.path}: activation chunk {k} has no commit record")
+        if crc32(data) != expected:
+            raise InputError(f"{self.path}: activation chunk {k} is corrupt (CRC-32 mismatch with its commit record)")
+
+    def verify(self, chunks=None) -> int:
+        """Check chunks (all by default) against their commit records; returns how many.
+
+        Raises InputError naming the first bad chunk.
+        """
+        buf = np.empty((self.chunk_rows, self.d), dtype=self._stored_dtype)
+        ks = range(self.n_chunks) if chunks is None else chunks
+        for k in ks:
+            self.read_chunk(k, out=buf, verify=True)
+        if self.has_coordinates:
+            self._verify_coordinates(ks)
+        return len(ks)
+
+    def _verify_coordinates(self, ks) -> None:
+        rec = parse_record(self._backend.read_bytes(COORDS_KEY), self.attrs.get("config"))
+        if rec is None:
+            raise InputError(f"{self.path}: coordinate commit record missing or damaged")
+        for name in layout.COORDINATES:
+            arr = self._group[name]
+            for k in ks:
+                start, stop = self.chunk_bounds(k)
+                try:
+                    values = np.asarray(arr[start:stop])
+                except Exception as exc:  # zarr/numcodecs raise many types on damaged data
+                    raise InputError(f"{self.path}: coordinate array '{name}' chunk {k} is damaged ({exc})") from None
+                if crc32(values) != rec["crc32"][name][k]:
+                    raise InputError(f"{self.path}: coordinate array '{name}' chunk {k} is corrupt (CRC-32 mismatch)")
+
+    # -- sequential access --------------------------------------------------------------
+    def _check_range(self, start: int, stop: int | None) -> tuple[int, int]:
+        stop = self.n_rows if stop is None else int(stop)
+        start = int(start)
+        if not 0 <= start <= stop <= self.n_rows:
+            raise IndexError(f"rows [{start}, {stop}) out of range [0, {self.n_rows}]")
+        return start, stop
+
+    def read_rows_stored(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` in the stored dtype, shape (stop - start, d)."""
+        start, stop = self._check_range(start, stop)
+        out = np.empty((stop - start, self.d), dtype=self._stored_dtype)
+        if stop == start:
+            return out
+        R = self.chunk_rows
+        for k in range(start // R, (stop - 1) // R + 1):
+            c0, c1 = self.chunk_bounds(k)
+            lo, hi = max(start, c0), min(stop, c1)
+            if lo == c0 and hi == c1:
+                self.read_chunk(k, out=out[lo - start:hi - start])
+            else:
+                out[lo - start:hi - start] = self._cached_chunk(k)[lo - c0:hi - c0]
+        return out
+
+    def _cached_chunk(self, k: int) -> np.ndarray:
+        # Small sequential reads (iter_rows blocks, annotation contexts) hit the same chunk
+        # many times in a row: keep the last one. The cached array is never written after
+        # it is published, so readers in several threads are safe.
+        cached = self._last_chunk
+        if cached is not None and cached[0] == k:
+            return cached[1]
+        data = self.read_chunk(k)
+        self._last_chunk = (k, data)
+        return data
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` as float32, shape (stop - start, d)."""
+        return layout.stored_to_float32(self.read_rows_stored(start, stop), self.dtype)
+
+    def iter_rows(self, block_rows: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(row_start, float32 [b, d])`` blocks of at most ``block_rows`` rows in order."""
+        if block_rows < 1:
+            raise ValueError("block_rows must be at least 1")
+        start, stop = self._check_range(start, stop)
+        for a in range(start, stop, block_rows):
+            b = min(a + block_rows, stop)
+            yield a, self.read_rows(a, b)
+
+    # -- coordinates --------------------------------------------------------------------
+    def _require_coordinates(self) -> None:
+        if not self.has_coordinates:
+            raise InputError(f"{self.path}: this store has no genome coordinates (made by 'genesae import')")
+
+    def _coord(self, name: str) -> np.ndarray:
+        if name not in self._coords_cache:
+            try:
+                self._coords_cache[name] = np.asarray(self._group[name][:])
+            except Exception as exc:  # zarr/numcodecs raise many types on damaged data
+                raise InputError(f"{self.path}: coordinate array '{name}' is damaged ({exc})") from None
+        return self._coords_cache[name]
+
+    def coordinates(self, start: int = 0, stop: int | None = None):
+        """Genome coordinates of rows ``[start, stop)``.
+
+        Returns
+        -------
+        (seq int32, bp_start int64, bp_end int64, token_id int64), each shape (stop - start,)
+            ``seq`` indexes ``sequence_names``; bp coordinates are 0-based half-open on
+            the + strand.
+        """
+        self._require_coordinates()
+        start, stop = self._check_range(start, stop)
+        return tuple(self._coord(name)[start:stop].copy() for name in layout.COORDINATES)
+
+    def _seq_index(self, seq) -> int:
+        if isinstance(seq, (str, np.str_)):
+            try:
+                return self.sequence_names.index(str(seq))
+            except ValueError:
+                raise InputError(f"{self.path}: no sequence named {seq!r} in this store") from None
+        i = int(seq)
+        if not 0 <= i < len(self.sequence_names):
+            raise InputError(f"{self.path}: sequence index {i} out of range (store has {len(self.sequence_names)})")
+        return i
+
+    def rows_for_interval(self, seq, start: int, end: int) -> np.ndarray:
+        """Rows whose token overlaps ``[start, end)`` (bp, 0-based) of sequence ``seq``.
+
+        Parameters
+        ----------
+        seq : int or str
+            Index into ``sequence_names`` or a sequence name.
+
+        Returns
+        -------
+        numpy.ndarray, int64, sorted
+            Row indices; no activations are read.
+        """
+        self._require_coordinates()
+        lo, hi = self.interval_row_ranges(seq, np.array([start]), np.array([end]))
+        return np.arange(lo[0], hi[0], dtype=np.int64)
+
+    def interval_row_ranges(self, seq, starts, ends) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorised :meth:`rows_for_interval`: row ranges ``[lo, hi)`` for many intervals.
+
+        Parameters
+        ----------
+        seq : int or str
+            One sequence for all intervals.
+        starts, ends : array-like of int, shape (m,)
+
+        Returns
+        -------
+        (lo, hi) : numpy.ndarray int64 shape (m,)
+            Tokens are stored in + strand order, so the overlapping rows are contiguous.
+        """
+        self._require_coordinates()
+        i = self._seq_index(seq)
+        r0, r1 = self._seq_rows[i]
+        bs = self._coord("bp_start")[r0:r1]
+        be = self._coord("bp_end")[r0:r1]
+        starts = np.asarray(starts, dtype=np.int64)
+        ends = np.asarray(ends, dtype=np.int64)
+        # A token overlaps [s, e) iff bp_end > s and bp_start < e; both columns are
+        # non-decreasing along a sequence, so two binary searches bound the run.
+        lo = np.searchsorted(be, starts, side="right")
+        hi = np.searchsorted(bs, ends, side="left")
+        hi = np.maximum(hi, lo)
+        return lo + r0, hi + r0
+
+    # -- training batches ---------------------------------------------------------------
+    def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                epoch: int = 0, chunks: range | None = None, drop_last: bool = False, *,
+                memory_budget: int | None = None, buffer_chunks: int | None = None, mode: str = "auto"):
+        """Float32 batches ``[b, d]`` for one epoch (see ``genesae_fast.store.batches``).
+
+        Chunk order is shuffled per epoch (seeded by ``seed`` and ``epoch``), chunks are
+        dealt to ranks, rows are mixed in a buffer of many chunks read ahead by a
+        background thread; across ranks every row of ``chunks`` comes exactly once.
+        When the selected rows fit ``memory_budget`` bytes (default 4 GiB) they are loaded
+        once and batches are drawn from memory (``mode`` "memory" / "stream" forces one).
+        """
+        from genesae_fast.store.batches import iterate_batches
+
+        return iterate_batches(self, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
+                               epoch=epoch, chunks=chunks, drop_last=drop_last, memory_budget=memory_budget,
+                               buffer_chunks=buffer_chunks, mode=mode)
+
+    def epoch_rows(self, rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
+                   chunks: range | None = None, shuffle: bool = True, memory_budget: int | None = None,
+                   mode: str = "auto") -> int:
+        """How many rows :meth:`batches` gives ``rank`` in this epoch (for equal DDP steps)."""
+        from genesae_fast.store.batches import plan_epoch
+
+        return plan_epoch(self, rank, world_size, seed, epoch, chunks, shuffle, memory_budget, mode).n_rows
+
+    def summary(self) -> dict:
+        """The dict that ``describe`` returns."""
+        a = self.attrs
+        model = a.get("model") or {}
+        genome = a.get("genome") or {}
+        out = {
+            "kind": "activation store",
+            "path": self.path,
+            "shape": [self.n_rows, self.d],
+            "dtype": self.dtype,
+            "chunk_rows": self.chunk_rows,
+            "chunks": self.n_chunks,
+            "chunks_committed": len(self.committed_chunks()),
+            "complete": self.complete,
+            "codec": a.get("codec", "none"),
+            "has_coordinates": self.has_coordinates,
+        }
+        if model:
+            out["model"] = model.get("name", "")
+            out["model_path"] = model.get("path", "")
+            out["model_sha256"] = model.get("sha256", "")
+        if "layer" in a:
+            out["layer"] = a["layer"]
+        if a.get("window") is not None:
+            out["window"] = a["window"]
+            out["stride"] = a["stride"]
+        if genome:
+            out["genome"] = genome.get("path", "")
+            out["genome_sha256"] = genome.get("sha256", "")
+            out["sequences"] = len(self.sequence_names)
+        if a.get("source"):
+            out["source"] = a["source"]
+        if self.complete:
+            out["mean_norm"] = float(np.linalg.norm(self.mean))
+            out["norm_scale"] = self.norm_scale
+            out["mean"] = [round(float(v), 6) for v in self.mean]
+        out["tool_version"] = (a.get("tool") or {}).get("version", "")
+        return out
+
+
+def describe(path, verify: bool = False) -> dict:
+    """Summary of a store for ``genesae info``: shape, dtype, model, layer, genome,
+    chunks committed and normalisation statistics (``verify`` re-checks every CRC)."""
+    store = ActivationStore.open(path, allow_partial=True)
+    out = store.summary()
+    if verify:
+        out["verified_chunks"] = store.verify(store.committed_chunks())
+    return out
+

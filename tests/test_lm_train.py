@@ -1,0 +1,234 @@
+"""``genesae lm train``: Markov baseline, held-out split, training, resume, the folder as a model."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genesae_fast.cli import cli
+from genesae_fast.errors import InputError
+from genesae_fast.models import describe, load_model
+from genesae_fast.models import lm_train
+from genesae_fast.models.markov import Segment, best_markov, clean_run, fit_counts, score_bits
+from genesae_fast.sequences import Record, encode, write_fasta
+
+# -- Markov baseline against a dictionary reference ------------------------------------
+
+
+def markov_reference(train_codes, held_codes, held_lo, order, alpha):
+    """Order-k add-alpha model with back-off to the longest clean context, by dictionaries."""
+    counts = {}
+    for codes in train_codes:
+        for i, b in enumerate(codes):
+            if b > 3:
+                continue
+            for k in range(order + 1):
+                ctx = tuple(codes[i - k : i]) if k else ()
+                if i - k < 0 or any(c > 3 for c in ctx):
+                    break
+                counts.setdefault((k, ctx), np.zeros(4))[b] += 1
+    bits, n = 0.0, 0
+    for codes, lo in zip(held_codes, held_lo):
+        for i in range(lo, len(codes)):
+            if codes[i] > 3:
+                continue
+            k = 0
+            while k < order and i - k - 1 >= 0 and codes[i - k - 1] <= 3:
+                k += 1
+            c = counts.get((k, tuple(codes[i - k : i]) if k else ()), np.zeros(4))
+            bits -= math.log2((c[codes[i]] + alpha) / (c.sum() + 4 * alpha))
+            n += 1
+    return bits, n
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(alphabet="ACGTN", max_size=60), min_size=1, max_size=3), st.integers(0, 4),
+       st.sampled_from([0.1, 1.0]))
+def test_markov_matches_reference(seqs, order, alpha):
+    codes = [np.asarray(encode(s), dtype=np.uint8) if s else np.zeros(0, np.uint8) for s in seqs]
+    train = [Segment(c, 0, len(c) - len(c) // 4) for c in codes]
+    held = [Segment(c, len(c) - len(c) // 4, len(c)) for c in codes]
+    tables = fit_counts(train, order)
+    bits, n = score_bits(tables, held, order, alpha)
+    ref_bits, ref_n = markov_reference([c[: s.hi].tolist() for c, s in zip(codes, train)],
+                                       [c.tolist() for c in codes], [s.lo for s in held], order, alpha)
+    assert n == ref_n
+    assert bits == pytest.approx(ref_bits, rel=1e-9, abs=1e-9)
+
+
+def test_clean_run():
+    codes = encode("ACNGTTNN A")
+    assert clean_run(codes).tolist() == [0, 1, 2, 0, 1, 2, 3, 0, 0, 0]
+
+
+def test_markov_finds_the_order_of_a_markov_source():
+    """An order-2 source: the best order is 2 (or close), and beats order 0 clearly."""
+    rng = np.random.default_rng(0)
+    table = rng.dirichlet(np.full(4, 0.3), size=16)
+    codes = [0, 1]
+    for _ in range(30000):
+        codes.append(rng.choice(4, p=table[codes[-2] * 4 + codes[-1]]))
+    codes = np.asarray(codes, dtype=np.uint8)
+    out = best_markov([Segment(codes, 0, 28000)], [Segment(codes, 28000, len(codes))], max_order=5)
+    assert out["markov_order"] in (2, 3)
+    assert out["markov_bits_per_bp"] < out["markov_bits_by_order"]["0"] - 0.3
+
+
+def test_split_holds_out_the_last_5_percent():
+    recs = [Record("a", "", encode("A" * 100), np.zeros(100, bool)), Record("b", "", encode("C" * 7), np.zeros(7, bool)),
+            Record("e", "", np.zeros(0, np.uint8), np.zeros(0, bool))]
+    train, held = lm_train.split_records(recs)
+    assert [(s.lo, s.hi) for s in train] == [(0, 95), (0, 6)]
+    assert [(s.lo, s.hi) for s in held] == [(95, 100), (6, 7)]
+
+
+def test_sample_batch_reverse_complements_half():
+    forward = "".join(np.random.default_rng(5).choice(list("ACGT"), 300))
+    stream = np.asarray(encode(forward), dtype=np.int64)
+    w = lm_train.sample_batch(stream, 400, 16, np.random.default_rng(0))
+    text = ["".join("ACGT"[c] for c in row) for row in w]
+    reverse = forward.translate(str.maketrans("ACGT", "TGCA"))[::-1]
+    on_plus = np.array([t in forward for t in text])
+    on_minus = np.array([t in reverse for t in text])
+    assert (on_plus ^ on_minus).all()  # random 16-mers: each window is on exactly one strand
+    assert 0.4 < on_plus.mean() < 0.6
+
+
+def test_thread_tuner_keeps_the_faster_count(monkeypatch):
+    import os
+
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    tuner = lm_train.ThreadTuner(None, probe_steps=2, recheck_seconds=10)
+    step_time = {1: 0.5, 2: 2.0}  # a loaded machine: one thread is faster
+    elapsed = 0.0
+    seen = []
+    for _ in range(6):
+        tuner.before_step(elapsed)
+        seen.append(tuner.current)
+        elapsed += step_time[tuner.current]
+        tuner.after_step(step_time[tuner.current], elapsed)
+    assert seen[:4] == [1, 1, 2, 2] and seen[4:] == [1, 1]
+    step_time = {1: 0.5, 2: 0.2}  # the machine became quiet: the re-check moves to 2
+    for _ in range(30):
+        tuner.before_step(elapsed)
+        elapsed += step_time[tuner.current]
+        tuner.after_step(step_time[tuner.current], elapsed)
+    assert tuner.current == 2 and calls[-1] == 2
+    assert lm_train.ThreadTuner(3).candidates == [3]
+
+
+# -- training ------------------------------------------------------------------------
+
+SMALL = dict(n_layers=2, d_model=8, context=64, batch_size=4, progress=False, max_markov_order=4)
+
+
+@pytest.fixture(scope="module")
+def genome(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    motif = "TTGACAATTAATCATCGGCTCGTATAATG"
+    parts = ["".join(rng.choice(list("ACGT"), 60)) + motif for _ in range(60)]
+    path = tmp_path_factory.mktemp("genome") / "g.fa"
+    write_fasta([("r1", "".join(parts[:40])), ("r2", "NNNN" + "".join(parts[40:]).lower())], path)
+    return path
+
+
+def test_evaluate_bits_equals_one_full_pass(genome):
+    """Chunked evaluation with receptive-field context = scoring one pass over each record."""
+    import torch
+    import torch.nn.functional as F
+
+    from genesae_fast.models.builtin import build_network, make_config
+    from genesae_fast.sequences import read_fasta
+
+    torch.manual_seed(0)
+    config = make_config(d_model=8, n_layers=3)
+    net = build_network(config)
+    _, held = lm_train.split_records(read_fasta(genome))
+    bits, n = lm_train.evaluate_bits(net, held, config["receptive_field_bp"][-1], "cpu", chunk=37)
+    ref_bits, ref_n = 0.0, 0
+    with torch.inference_mode():
+        for seg in held:
+            codes = torch.as_tensor(np.asarray(seg.codes, dtype=np.int64))
+            logp = F.log_softmax(net(codes[None])[0], dim=0)  # column t predicts base t+1
+            for p in range(seg.lo, seg.hi):
+                if codes[p] < 4:
+                    ref_bits -= float(logp[codes[p], p - 1]) / math.log(2)
+                    ref_n += 1
+    assert n == ref_n
+    assert bits == pytest.approx(ref_bits, rel=1e-4)
+
+
+def test_train_then_resume(genome, tmp_path):
+    out = tmp_path / "lm"
+    m1 = lm_train.train_lm(genome, out, minutes=0.03, checkpoint_seconds=0.5, **SMALL)
+    for key in ("heldout_bits_per_bp", "markov_bits_per_bp", "markov_order"):
+        assert key in m1
+    assert m1["steps"] > 0 and m1["heldout_scored_bp"] == m1["markov_scored_bp"] > 0
+    assert (out / "lm_config.json").is_file() and (out / "model.safetensors").is_file()
+    assert json.loads((out / "metrics.json").read_text())["steps"] == m1["steps"]
+    # more minutes on the same folder continue from the checkpoint
+    m2 = lm_train.train_lm(genome, out, minutes=0.06, checkpoint_seconds=0.5, **SMALL)
+    assert m2["steps"] > m1["steps"] and m2["train_seconds"] >= 0.06 * 60
+    # the folder is a model everywhere
+    model = load_model(str(out), device="cpu")
+    assert (model.n_layers, model.d_model) == (2, 8)
+    blocks = list(model.extract("ACGTNacgt" * 30, layer=2))
+    assert sum(len(b) for b in blocks) == 270
+    info = describe(out)
+    assert info["heldout_bits_per_bp"] == m2["heldout_bits_per_bp"] and info["receptive_field_bp"] == [1, 3, 7]
+    with pytest.raises(InputError, match="--layer 3"):
+        next(model.extract("ACGT", layer=3))
+    # other settings on the same folder are refused
+    with pytest.raises(InputError, match="other settings .*d_model"):
+        lm_train.train_lm(genome, out, minutes=0.06, **{**SMALL, "d_model": 16})
+
+
+def test_interrupted_run_is_no_model_and_resumes(genome, tmp_path, monkeypatch):
+    out = tmp_path / "lm"
+    real_loss = lm_train.lm_loss
+    calls = []
+
+    def interrupt_on_sixth(*args):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(lm_train, "lm_loss", interrupt_on_sixth)
+    with pytest.raises(KeyboardInterrupt):
+        lm_train.train_lm(genome, out, minutes=1, checkpoint_seconds=0, **SMALL)
+    assert (out / "checkpoint.pt").is_file() and not (out / "lm_config.json").exists()
+    with pytest.raises(InputError, match="not a model folder"):
+        load_model(str(out))
+    monkeypatch.setattr(lm_train, "lm_loss", real_loss)
+    import torch
+
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 5
+    # a budget already spent: no more steps, the checkpoint becomes the model
+    elapsed = torch.load(out / "checkpoint.pt", weights_only=False)["elapsed"]
+    m = lm_train.train_lm(genome, out, minutes=elapsed / 60, **SMALL)
+    assert m["steps"] == 5
+    assert load_model(str(out), device="cpu").n_layers == 2
+
+
+def test_cli_lm_train(genome, tmp_path):
+    out = tmp_path / "cli"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["lm", "train", "--genome", str(genome), "--out", str(out), "--minutes", "0.02",
+                              "--layers", "2", "--d-model", "8", "--context", "32", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert "held-out" in res.output and (out / "metrics.json").is_file()
+    res = runner.invoke(cli, ["info", str(out)])
+    assert res.exit_code == 0 and "heldout_bits_per_bp" in res.output
+    res = runner.invoke(cli, ["lm", "train", "--genome", str(tmp_path / "none.fa"), "--out", str(out)])
+    assert res.exit_code == 2 and "none.fa" in res.output
+    assert len(res.output.strip().splitlines()) == 1

@@ -1,0 +1,303 @@
+"""SAE trainer: the step against a dense reference, dictionary recovery, resume, errors, CLI."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from genesae_fast.cli import cli
+from genesae_fast.errors import InputError
+from genesae_fast.train import TrainingInterrupted, default_lr, lr_factor, train_sae
+from genesae_fast.train_reference import ReferenceSAELoss
+from genesae_fast.train_step import SAELoss, batch_topk_mask, normalize_decoder, remove_parallel_grad
+from genesae_fast.train_synthetic import match_atoms, planted_dictionary, write_store
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny shapes: threads only add contention on a shared 2-core machine.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _sae(d, n, k, seed=0):
+    from genesae_fast.sae import TopKSAE
+
+    torch.manual_seed(seed)
+    sae = TopKSAE(d, n, k)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn(n, d))
+        sae.b_enc.copy_(0.1 * torch.randn(n))
+        sae.W_dec.copy_(torch.nn.functional.normalize(torch.randn(n, d), dim=1))
+        sae.b_dec.copy_(0.1 * torch.randn(d))
+    return sae
+
+
+def _small_store(tmp_path, rows=2000, d=8, chunk_rows=200, seed=0, name="s.zarr"):
+    X, atoms = planted_dictionary(rows, d, 2 * d, 2, seed=seed)
+    return str(write_store(X, tmp_path / name, chunk_rows=chunk_rows)), X, atoms
+
+
+# --------------------------------------------------------------------------- the step
+
+
+@pytest.mark.parametrize("B,d,n,k", [(16, 8, 24, 3), (7, 5, 12, 1), (9, 6, 10, 10), (1, 4, 6, 2)])
+@pytest.mark.parametrize("n_dead", [0, 1, 4, "all"])
+def test_step_matches_dense_reference(B, d, n, k, n_dead):
+    torch.manual_seed(1)
+    x = torch.randn(B, d)
+    dead = torch.zeros(n, dtype=torch.bool)
+    dead[torch.randperm(n)[: n if n_dead == "all" else n_dead]] = True
+    k_aux = max(1, d // 2)
+    outs, grads = [], []
+    for cls in (SAELoss, ReferenceSAELoss):
+        sae = _sae(d, n, k)
+        res = cls(sae, k, k_aux, 1 / 32)(x, dead)
+        res.loss.backward()
+        outs.append(res)
+        grads.append([p.grad.clone() for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)])
+    fast, ref = outs
+    for name in ("loss", "recon", "auxk", "err_sq_sum", "l0_sum"):
+        torch.testing.assert_close(getattr(fast, name).float(), getattr(ref, name).float(), rtol=1e-5, atol=1e-6,
+                                   msg=name)
+    assert torch.equal(fast.fired, ref.fired)
+    if n_dead:
+        assert float(fast.auxk) > 0
+    for g_fast, g_ref, name in zip(*grads, ("W_enc", "b_enc", "W_dec", "b_dec")):
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("aux_coef", [0.0, 1 / 32])
+def test_auxk_gives_dead_latents_gradient(aux_coef):
+    torch.manual_seed(2)
+    d, n, k = 6, 20, 2
+    x = torch.randn(32, d)
+    dead = torch.zeros(n, dtype=torch.bool)
+    dead[:5] = True
+    sae = _sae(d, n, k)
+    with torch.no_grad():
+        sae.b_enc[5:] = 100.0  # the dead latents never win the main top-k
+    res = SAELoss(sae, k, d // 2, aux_coef)(x, dead)
+    res.loss.backward()
+    assert not res.fired[:5].any()
+    # Only AuxK reaches the dead latents' rows.
+    for g in (sae.W_dec.grad[:5], sae.W_enc.grad[:5], sae.b_enc.grad[:5]):
+        assert (g.abs().sum() > 0) == (aux_coef > 0)
+    assert (float(res.auxk) > 0) == (aux_coef > 0)
+
+
+def test_batch_topk_mask_keeps_the_largest():
+    torch.manual_seed(3)
+    vals = torch.rand(6, 5)
+    kept = batch_topk_mask(vals, 7)
+    assert int((kept > 0).sum()) == 7
+    thresh = torch.sort(vals.reshape(-1), descending=True).values[6]
+    assert torch.equal(kept > 0, vals >= thresh)
+    assert torch.equal(batch_topk_mask(vals, 30), vals)
+
+
+def test_decoder_constraint():
+    torch.manual_seed(4)
+    W = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(10, 7), dim=1))
+    W.grad = torch.randn(10, 7)
+    remove_parallel_grad(W)
+    assert float((W.grad * W.detach()).sum(1).abs().max()) < 1e-6
+    with torch.no_grad():
+        W.mul_(3.0)
+    normalize_decoder(W)
+    torch.testing.assert_close(W.norm(dim=1), torch.ones(10))
+
+
+def test_lr_rules():
+    assert default_lr(2**14) == pytest.approx(2e-4)
+    assert default_lr(2**16) == pytest.approx(1e-4)
+    factors = [lr_factor(s, 100, 10, 20) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0 and factors[50] == 1.0
+    assert factors[80] == 1.0 and factors[99] == pytest.approx(0.05)
+    assert all(a >= b for a, b in zip(factors[80:], factors[81:]))
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_recovers_planted_dictionary(tmp_path):
+    from genesae_fast.sae import TopKSAE
+
+    X, atoms = planted_dictionary(40_000, 32, 64, 3, seed=1)
+    store = write_store(X, tmp_path / "s.zarr", chunk_rows=2000)
+    out = train_sae(store, tmp_path / "sae", latents=128, k=4, batch_size=512, tokens=250_000, progress=False)
+    sae = TopKSAE.load(out)
+    cos = match_atoms(atoms, sae.W_dec)
+    assert (cos > 0.9).mean() >= 0.9, np.sort(cos)[:10]
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(128), rtol=0, atol=1e-5)
+    # the saved SAE carries the store's normalisation
+    np.testing.assert_allclose(sae.input_mean.numpy(), X[:38_000].mean(0), atol=0.05)
+    report = json.loads((out / "eval.json").read_text())
+    held = report["heldout"]
+    assert held["rows"] == 2000 and report["heldout_chunks"] == [19, 20]
+    assert held["fvu"] < 0.2 and held["l0"] <= 4
+    # the held-out FVU agrees with a direct computation on those rows
+    with torch.no_grad():
+        xn = sae.normalize(torch.from_numpy(X[38_000:]))
+        xh = sae(xn).x_hat
+    fvu = float((xn - xh).pow(2).sum() / (xn - xn.mean(0)).pow(2).sum())
+    assert held["fvu"] == pytest.approx(fvu, rel=1e-4)
+    lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines and {"tokens", "fvu", "l0", "dead_fraction", "auxk_loss", "tokens_per_s"} <= set(lines[-1])
+    assert lines[-1]["fvu"] < lines[0]["fvu"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["n_latents"] == 128 and cfg["k"] == 4 and cfg["training"]["tokens"] >= 250_000
+    assert not (out / "trainer_state.pt").exists()
+
+
+def _run(store, out, **kw):
+    args = dict(latents=32, k=4, batch_size=64, tokens=64 * 30, progress=False, evaluate=False)
+    args.update(kw)
+    return train_sae(store, out, **args)
+
+
+def _weights(out):
+    return load_file(str(out / "sae.safetensors"))
+
+
+def test_resume_after_signal_equals_uninterrupted(tmp_path):
+    store, _, _ = _small_store(tmp_path)
+    ref = _run(store, tmp_path / "a", dead_tokens=64 * 3)  # dead latents: AuxK state is resumed too
+
+    def interrupt(step, tokens):
+        if step == 11:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted) as info:
+        _run(store, tmp_path / "b", dead_tokens=64 * 3, callback=interrupt)
+    assert info.value.signum == signal.SIGINT and "rerun" in str(info.value)
+    assert not (tmp_path / "b" / "sae.safetensors").exists()
+    assert (tmp_path / "b" / "trainer_state.pt").exists()
+    resumed = _run(store, tmp_path / "b", dead_tokens=64 * 3)
+    a, b = _weights(ref), _weights(resumed)
+    assert set(a) == {"W_enc", "b_enc", "W_dec", "b_dec"}
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert (ref / "metrics.jsonl").read_text().count("\n") == (resumed / "metrics.jsonl").read_text().count("\n")
+
+
+def test_resume_after_crash_from_periodic_checkpoint(tmp_path):
+    store, _, _ = _small_store(tmp_path)
+    ref = _run(store, tmp_path / "a", checkpoint_tokens=64 * 5)
+
+    def crash(step, tokens):
+        if step == 17:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError):
+        _run(store, tmp_path / "b", checkpoint_tokens=64 * 5, callback=crash)
+    assert torch.load(tmp_path / "b" / "trainer_state.pt", weights_only=False)["step"] == 15
+    resumed = _run(store, tmp_path / "b", checkpoint_tokens=64 * 5)
+    a, b = _weights(ref), _weights(resumed)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_rerun_of_finished_run(tmp_path):
+    store, _, _ = _small_store(tmp_path)
+    out = _run(store, tmp_path / "a", tokens=64 * 4)
+    before = (out / "sae.safetensors").stat().st_mtime_ns
+    assert _run(store, out, tokens=64 * 4) == out  # same settings: nothing to do
+    assert (out / "sae.safetensors").stat().st_mtime_ns == before
+    with pytest.raises(InputError, match="other settings.*total_steps"):
+        _run(store, out, tokens=64 * 8)
+    _run(store, out, tokens=64 * 8, overwrite=True)
+    assert json.loads((out / "config.json").read_text())["training"]["steps"] == 8
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    store, _, _ = _small_store(tmp_path)
+
+    def interrupt(step, tokens):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted):
+        _run(store, tmp_path / "b", callback=interrupt)
+    with pytest.raises(InputError, match=r"other settings \(k 4 -> 5"):
+        _run(store, tmp_path / "b", k=5)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _one_line_error(args):
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    lines = [s for s in result.output.splitlines() if s.strip()]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_empty_store_error(tmp_path):
+    store = write_store(np.zeros((0, 4), np.float32), tmp_path / "e.zarr", chunk_rows=10)
+    msg = _one_line_error(["train", "--store", str(store), "--out", str(tmp_path / "sae")])
+    assert "empty" in msg and "e.zarr" in msg
+    assert not (tmp_path / "sae").exists()
+
+
+def test_k_larger_than_latents_error(tmp_path):
+    store, _, _ = _small_store(tmp_path)
+    msg = _one_line_error(["train", "--store", store, "--out", str(tmp_path / "sae"), "--latents", "16", "--k", "17"])
+    assert "--k 17" in msg and "16" in msg
+
+
+@pytest.mark.parametrize("kind", ["missing", "not_a_store", "corrupt"])
+def test_unreadable_store_error(tmp_path, kind):
+    path = tmp_path / "bad.zarr"
+    if kind == "not_a_store":
+        path.mkdir()
+    elif kind == "corrupt":
+        path.mkdir()
+        (path / "zarr.json").write_text("{ not json")
+    msg = _one_line_error(["train", "--store", str(path), "--out", str(tmp_path / "sae")])
+    assert "bad.zarr" in msg
+
+
+def test_out_is_a_file_error(tmp_path):
+    store, _, _ = _small_store(tmp_path)
+    (tmp_path / "f").write_text("x")
+    msg = _one_line_error(["train", "--store", store, "--out", str(tmp_path / "f"), "--latents", "16", "--k", "2"])
+    assert "f" in msg
+
+
+def test_bad_count_option(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--store", "x", "--out", "y", "--tokens", "lots"])
+    assert result.exit_code == 2 and "not a count" in result.output
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_trains_and_reports(tmp_path):
+    from genesae_fast.sae import TopKSAE
+
+    store, X, _ = _small_store(tmp_path, rows=3000, chunk_rows=300)
+    out = tmp_path / "sae"
+    result = CliRunner().invoke(cli, ["train", "--store", store, "--out", str(out), "--expansion", "4", "--k", "3",
+                                      "--batch", "128", "--tokens", "4k", "--batch-topk", "--quiet"])
+    assert result.exit_code == 0, result.output
+    sae = TopKSAE.load(out)
+    assert sae.W_enc.shape == (32, 8) and sae.k == 3
+    cfg = json.loads((out / "config.json").read_text())
+    run = cfg["training"]["run"]
+    assert run["batch_topk"] is True and run["total_steps"] == math.ceil(4000 / 128)
+    assert run["lr"] == pytest.approx(default_lr(32))
+    assert run["heldout_chunks"] == [9, 10]
+    report = json.loads((out / "eval.json").read_text())
+    assert report["heldout"]["rows"] == 300 and 0 <= report["heldout"]["dead_fraction"] <= 1
+    assert "lm_loss" in report
