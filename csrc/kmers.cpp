@@ -6,9 +6,10 @@
 // Canonical counting keys each k-mer by min(packed, packed reverse complement).
 //
 // Two counters:
-//  * partition (the default, any k): a first pass histograms the k-mers' top 12 bits, a
-//    second scatters the packed k-mers into those 4096 buckets. A bucket whose k-mers differ only in <= 16 low
-//    bits (k <= 14) is tallied in a small dense table that stays in cache; a larger one is
+//  * partition (the default, any k): a first pass histograms the k-mers' top 8 bits, a
+//    second scatters the packed k-mers into those 256 buckets (few enough write streams
+//    for the cache). A bucket whose k-mers differ only in <= 18 low bits (k <= 13) is
+//    tallied in a dense table of at most 1 MiB; a larger one is
 //    sorted with an LSD radix sort and run-length counted. Every memory access pattern is
 //    sequential or confined to cache, which is what makes it fast: a plain 4^k table
 //    misses cache on almost every increment once k >= 11.
@@ -189,13 +190,13 @@ void radix_sort_low_bits(std::uint64_t* v, std::uint64_t* tmp, std::size_t n, in
 }
 
 // Buckets whose k-mers differ in at most this many low bits are tallied in a table
-// (2^16 uint32 = 256 KiB) instead of sorted.
-constexpr int kTallyBits = 16;
+// (2^18 uint32 = 1 MiB, about one core's L2) instead of sorted.
+constexpr int kTallyBits = 18;
 
 template <bool Canonical>
 Counts count_sorted(const std::vector<Segment>& segs, int k, int threads, std::uint64_t min_count) {
     const int total_bits = 2 * k;
-    const int bucket_bits = std::min(12, total_bits);
+    const int bucket_bits = std::min(8, total_bits);
     const int shift = total_bits - bucket_bits;
     const std::size_t n_buckets = std::size_t(1) << bucket_bits;
     const int n_threads = std::max(1, threads);
@@ -227,50 +228,63 @@ Counts count_sorted(const std::vector<Segment>& segs, int k, int threads, std::u
         std::uint64_t* dst = all.data();
         for_each_kmer<Canonical>(segs[s], k, [&](std::uint64_t x) { dst[off[x >> shift]++] = x; });
     });
-    // 3. Sort and run-length count each bucket.
-    std::vector<Counts> per_bucket(n_buckets);
-    run_parallel(n_threads, n_buckets, [&](int, std::size_t b) {
-        std::size_t lo = bucket_start[b], hi = bucket_start[b + 1];
+    // 3. Tally or sort each bucket. Results go to the bucket's own range of the output
+    //    arrays (a bucket has at most as many distinct k-mers as entries), then the
+    //    ranges are compacted in bucket order, which is sorted order.
+    Counts out;
+    out.kmers.resize(pos);
+    out.counts.resize(pos);
+    std::vector<std::size_t> n_out(n_buckets, 0);
+    std::vector<std::vector<std::uint32_t>> tallies(n_threads);
+    run_parallel(n_threads, n_buckets, [&](int tid, std::size_t b) {
+        const std::size_t lo = bucket_start[b], hi = bucket_start[b + 1];
         if (hi == lo) return;
-        Counts& c = per_bucket[b];
+        std::uint64_t* ok = out.kmers.data() + lo;
+        std::uint64_t* oc = out.counts.data() + lo;
+        std::size_t m = 0;
         const std::uint64_t prefix = static_cast<std::uint64_t>(b) << shift;
         if (shift <= kTallyBits) {
-            // Few enough low bits for a tally table that stays in L2: count, then emit
-            // the non-zero slots in order (they come out sorted for free).
-            thread_local std::vector<std::uint32_t> tally;
+            // Few enough low bits for a tally table that stays in cache: count, then
+            // emit the non-zero slots in order (they come out sorted for free).
+            std::vector<std::uint32_t>& tally = tallies[tid];
             tally.assign(std::size_t(1) << shift, 0);
             const std::uint64_t low_mask = (std::uint64_t(1) << shift) - 1;
             for (std::size_t i = lo; i < hi; ++i) ++tally[all[i] & low_mask];
             for (std::size_t j = 0; j < tally.size(); ++j) {
                 if (tally[j] != 0 && tally[j] >= min_count) {
-                    c.kmers.push_back(prefix | j);
-                    c.counts.push_back(tally[j]);
+                    ok[m] = prefix | j;
+                    oc[m] = tally[j];
+                    ++m;
                 }
             }
-            return;
-        }
-        std::vector<std::uint64_t> tmp(hi - lo);
-        radix_sort_low_bits(all.data() + lo, tmp.data(), hi - lo, shift);
-        std::size_t i = lo;
-        while (i < hi) {
-            std::size_t j = i + 1;
-            while (j < hi && all[j] == all[i]) ++j;
-            if (j - i >= min_count) {
-                c.kmers.push_back(all[i]);
-                c.counts.push_back(j - i);
+        } else {
+            std::vector<std::uint64_t> tmp(hi - lo);
+            radix_sort_low_bits(all.data() + lo, tmp.data(), hi - lo, shift);
+            std::size_t i = lo;
+            while (i < hi) {
+                std::size_t j = i + 1;
+                while (j < hi && all[j] == all[i]) ++j;
+                if (j - i >= min_count) {
+                    ok[m] = all[i];
+                    oc[m] = j - i;
+                    ++m;
+                }
+                i = j;
             }
-            i = j;
         }
+        n_out[b] = m;
     });
-    Counts out;
     std::size_t total = 0;
-    for (const auto& c : per_bucket) total += c.kmers.size();
-    out.kmers.reserve(total);
-    out.counts.reserve(total);
-    for (const auto& c : per_bucket) {
-        out.kmers.insert(out.kmers.end(), c.kmers.begin(), c.kmers.end());
-        out.counts.insert(out.counts.end(), c.counts.begin(), c.counts.end());
+    for (std::size_t b = 0; b < n_buckets; ++b) {
+        const std::size_t lo = bucket_start[b];
+        if (n_out[b] && total != lo) {
+            std::memmove(out.kmers.data() + total, out.kmers.data() + lo, n_out[b] * sizeof(std::uint64_t));
+            std::memmove(out.counts.data() + total, out.counts.data() + lo, n_out[b] * sizeof(std::uint64_t));
+        }
+        total += n_out[b];
     }
+    out.kmers.resize(total);
+    out.counts.resize(total);
     return out;
 }
 
