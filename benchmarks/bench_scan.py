@@ -13,7 +13,7 @@ Two ways to run it:
 * ``python benchmarks/bench_scan.py [--fimo-motifs N] [--threads 2]``: every tool once in
   one process, then hit agreement with FIMO on the motifs FIMO ran (all 879 with
   ``--fimo-motifs 879``), and the wall time of a 60-motif ``genesae scan`` command.
-  Figures go to benchmarks/RESULTS_scan.md by hand.
+  Figures go to benchmarks/RESULTS.md by hand.
 """
 from __future__ import annotations
 
