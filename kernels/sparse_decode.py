@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from .sparse_rows import gather_combine, gather_dot, scatter_outer
+from . import sparse_rows
+from .sparse_backward import decode_backward
+from .sparse_rows import gather_combine
 
 # --------------------------------------------------------------------------- reference
 
@@ -52,13 +54,5 @@ def sparse_decode(vals, idx, W_dec, b_dec=None):
 
 
 def sparse_decode_backward(grad, vals, idx, W_dec, need_vals, need_W, deterministic):
-    """Triton decoder backward: ``(dvals, dW_dec)``, each None when not needed.
-
-    ``db_dec`` is ``grad.sum(0)`` and is left to the caller.
-    """
-    dvals = gather_dot(idx, W_dec, grad).to(vals.dtype) if need_vals else None
-    dW = None
-    if need_W:
-        dW32, _ = scatter_outer(idx, vals, grad, W_dec.shape[0], deterministic=deterministic)
-        dW = dW32.to(W_dec.dtype)
-    return dvals, dW
+    """Triton decoder backward: ``(dvals, dW_dec)`` (math in :mod:`sparse_backward`)."""
+    return decode_backward(sparse_rows, grad, vals, idx, W_dec, need_vals, need_W, deterministic)

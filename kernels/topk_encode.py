@@ -42,7 +42,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .sparse_rows import gather_combine, scatter_outer
+from . import sparse_rows
+from .sparse_backward import centre, encode_backward
 
 # --------------------------------------------------------------------------- reference
 
@@ -150,10 +151,6 @@ def _topk_encode_kernel(
 # --------------------------------------------------------------------------- launchers
 
 
-def _centre(x, b_dec):
-    return (x if b_dec is None else x - b_dec).contiguous()
-
-
 def topk_encode(x, W_enc, b_enc, k, b_dec=None, latent_mask=None):
     """Triton encoder forward (inputs already validated by ``genesae_fast.ops``).
 
@@ -172,7 +169,7 @@ def topk_encode(x, W_enc, b_enc, k, b_dec=None, latent_mask=None):
     idx = torch.empty(B, k, dtype=torch.int64, device=x.device)
     if B == 0:
         return vals, idx
-    xc = _centre(x, b_dec)
+    xc = centre(x, b_dec)
     W = W_enc.contiguous()
     K_PAD = triton.next_power_of_2(k)
     BLOCK_N = 64
@@ -191,16 +188,5 @@ def topk_encode(x, W_enc, b_enc, k, b_dec=None, latent_mask=None):
 
 
 def topk_encode_backward(grad_vals, x, W_enc, b_dec, vals, idx, need_x, need_W, need_b, deterministic):
-    """Triton encoder backward: ``(dx, dW_enc, db_enc)``, each None when not needed.
-
-    ``db_dec`` is ``-dx.sum(0)`` and is left to the caller.
-    """
-    n = W_enc.shape[0]
-    g = torch.where(vals > 0, grad_vals, torch.zeros((), dtype=grad_vals.dtype, device=grad_vals.device))
-    dx = gather_combine(idx, g, W_enc).to(x.dtype) if need_x else None
-    dW = db = None
-    if need_W or need_b:
-        dW32, db32 = scatter_outer(idx, g, _centre(x, b_dec), n, with_bias=need_b, deterministic=deterministic)
-        dW = dW32.to(W_enc.dtype) if need_W else None
-        db = db32.to(W_enc.dtype) if need_b else None
-    return dx, dW, db
+    """Triton encoder backward: ``(dx, dW_enc, db_enc)`` (math in :mod:`sparse_backward`)."""
+    return encode_backward(sparse_rows, grad_vals, x, W_enc, b_dec, vals, idx, need_x, need_W, need_b, deterministic)

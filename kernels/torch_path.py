@@ -20,8 +20,12 @@ Triton kernels. This module imports only torch.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
+
+from .sparse_backward import decode_backward, encode_backward
 
 # Work-size caps (elements) for the chunked passes: they bound the temporary memory.
 # block x n pre-activations (128 MiB in fp32). Smaller blocks re-stream W_enc more often
@@ -76,19 +80,8 @@ def topk_encode(x, W_enc, b_enc, k, b_dec=None, latent_mask=None):
 
 
 def topk_encode_backward(grad_vals, x, W_enc, b_dec, vals, idx, need_x, need_W, need_b, deterministic):
-    """Encoder backward: ``(dx, dW_enc, db_enc)``, each None when not needed.
-
-    ``db_dec`` (``-dx.sum(0)``) is left to the caller.
-    """
-    n = W_enc.shape[0]
-    g = torch.where(vals > 0, grad_vals, torch.zeros((), dtype=grad_vals.dtype, device=grad_vals.device))
-    dx = gather_combine(idx, g, W_enc).to(x.dtype) if need_x else None
-    dW = db = None
-    if need_W or need_b:
-        dW32, db32 = scatter_outer(idx, g, _centre(x, b_dec), n, with_bias=need_b, deterministic=deterministic)
-        dW = dW32.to(W_enc.dtype) if need_W else None
-        db = db32.to(W_enc.dtype) if need_b else None
-    return dx, dW, db
+    """Torch-path encoder backward: ``(dx, dW_enc, db_enc)`` (math in :mod:`sparse_backward`)."""
+    return encode_backward(sys.modules[__name__], grad_vals, x, W_enc, b_dec, vals, idx, need_x, need_W, need_b, deterministic)
 
 
 # --------------------------------------------------------------------------- decoder
@@ -101,13 +94,8 @@ def sparse_decode(vals, idx, W_dec, b_dec=None):
 
 
 def sparse_decode_backward(grad, vals, idx, W_dec, need_vals, need_W, deterministic):
-    """Decoder backward: ``(dvals, dW_dec)``, each None when not needed; ``db_dec`` is the caller's."""
-    dvals = gather_dot(idx, W_dec, grad).to(vals.dtype) if need_vals else None
-    dW = None
-    if need_W:
-        dW32, _ = scatter_outer(idx, vals, grad, W_dec.shape[0], deterministic=deterministic)
-        dW = dW32.to(W_dec.dtype)
-    return dvals, dW
+    """Torch-path decoder backward: ``(dvals, dW_dec)`` (math in :mod:`sparse_backward`)."""
+    return decode_backward(sys.modules[__name__], grad, vals, idx, W_dec, need_vals, need_W, deterministic)
 
 
 # --------------------------------------------------------------------------- primitives
