@@ -64,7 +64,8 @@ def test_forward_reference(benchmark, setup):
 
 
 def test_heldout_bits(benchmark, setup):
-    from genesae_fast.models.lm_train import evaluate_bits, split_records
+    from genesae_fast.models.builtin import evaluate_bits
+    from genesae_fast.models.lm_train import split_records
     from genesae_fast.models.markov import best_markov
 
     model, record = setup

@@ -2,11 +2,11 @@
 
 One step = normalised batch -> loss (recon + AuxK when latents are dead) -> backward ->
 removal of the decoder-parallel gradient -> Adam step -> decoder renormalisation, i.e. the
-body of the loop in :func:`genesae_fast.train._train`, at d = 256, n = 16384, k = 32,
+body of :meth:`genesae_fast.train.loop.Trainer.train_step`, at d = 256, n = 16384, k = 32,
 batch 4096, float32, same data and initial weights for both providers.
 
-* ``genesae``: :class:`genesae_fast.train_step.SAELoss` on :mod:`genesae_fast.ops`.
-* ``reference``: :class:`genesae_fast.train_reference.ReferenceSAELoss` (dense ``[B, n]``
+* ``genesae``: :class:`genesae_fast.train.objective.SAELoss` on :mod:`genesae_fast.ops`.
+* ``reference``: :class:`genesae_fast.train.reference.ReferenceSAELoss` (dense ``[B, n]``
   codes, ``torch.topk``, autograd through dense matmuls).
 
 Half of the latents are marked dead so AuxK runs too (the trainer's worst case).
@@ -35,9 +35,9 @@ PROVIDERS = ("genesae", "reference")
 def make_step(provider: str, d: int = D, n: int = N, k: int = K, batch: int = B, seed: int = 0):
     """A closure running one full training step of ``provider``; returns (step, batch size)."""
     from genesae_fast.sae import TopKSAE
-    from genesae_fast.train import ADAM_EPS, default_lr
-    from genesae_fast.train_reference import ReferenceSAELoss
-    from genesae_fast.train_step import SAELoss, normalize_decoder, remove_parallel_grad
+    from genesae_fast.train.config import ADAM_EPS, default_lr
+    from genesae_fast.train.objective import SAELoss
+    from genesae_fast.train.reference import ReferenceSAELoss
 
     torch.manual_seed(seed)
     sae = TopKSAE(d, n, k)
@@ -53,9 +53,9 @@ def make_step(provider: str, d: int = D, n: int = N, k: int = K, batch: int = B,
         res = model(x, dead)
         opt.zero_grad(set_to_none=True)
         res.loss.backward()
-        remove_parallel_grad(sae.W_dec)
+        sae.remove_parallel_grad_()
         opt.step()
-        normalize_decoder(sae.W_dec)
+        sae.set_decoder_norm_()
         return float(res.recon)
 
     return step, batch

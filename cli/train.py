@@ -54,12 +54,15 @@ COUNT = Count()
 @click.option("--checkpoint-every", "checkpoint_tokens", type=COUNT, default=None,
               help="Checkpoint interval in tokens.  [default: a tenth of the run, at most 50M]")
 @click.option("--device", default=None, help="torch device.  [default: cuda if available, else cpu]")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads; fix it for bit-reproducible CPU runs.  "
+                   "[default: auto, the faster of 1 and all cores, re-measured every 2 minutes]")
 @click.option("--no-eval", is_flag=True, help="Skip the held-out evaluation (eval.json).")
 @click.option("--no-lm-loss", is_flag=True, help="Skip the LM loss check in the evaluation.")
 @click.option("--overwrite", is_flag=True, help="Discard an SAE or checkpoint already in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store, out, latents, expansion, k, batch, tokens, lr, seed, batch_topk, aux_k, aux_coef, dead_tokens,
-          checkpoint_tokens, device, no_eval, no_lm_loss, overwrite, quiet):
+          checkpoint_tokens, device, threads, no_eval, no_lm_loss, overwrite, quiet):
     """Train a TopK sparse autoencoder on the activations in STORE.
 
     Inputs are centred and scaled by the store's statistics; the last 1% of its chunks
@@ -78,7 +81,7 @@ def train(store, out, latents, expansion, k, batch, tokens, lr, seed, batch_topk
     try:
         path = train_sae(store, out, latents=latents, expansion=expansion, k=k, batch_size=batch, tokens=tokens,
                          lr=lr, seed=seed, batch_topk=batch_topk, k_aux=aux_k, aux_coef=aux_coef,
-                         dead_tokens=dead_tokens, checkpoint_tokens=checkpoint_tokens, device=device,
+                         dead_tokens=dead_tokens, checkpoint_tokens=checkpoint_tokens, device=device, threads=threads,
                          evaluate=not no_eval, lm_loss=not no_lm_loss, overwrite=overwrite, progress=not quiet)
     except TrainingInterrupted as exc:
         click.echo(str(exc), err=True)

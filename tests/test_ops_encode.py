@@ -7,26 +7,13 @@ hits every edge case (B=0, k=1, k=n, odd d, ties, a latent mask, each dtype).
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-# The Triton kernels run on CPU only under the interpreter, and Triton reads this when a
-# kernel module is first imported (ops imports them lazily, after this line).
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from genesae_fast import ops  # noqa: E402
+from genesae_fast import ops  # TRITON_INTERPRET is set by conftest.py
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 ATOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3, torch.float64: 1e-10}
-
-
-@pytest.fixture(params=["torch", "triton"])
-def backend(request, monkeypatch):
-    monkeypatch.setenv("GENESAE_KERNELS", request.param)
-    return request.param
 
 
 def use(monkeypatch, name):

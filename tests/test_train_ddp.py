@@ -7,7 +7,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from genesae_fast.train import train_sae
-from genesae_fast.train_synthetic import planted_dictionary, write_store
+from genesae_fast.train.synthetic import planted_dictionary, write_store
 
 B = 32  # rows per rank per step
 STEPS = 12

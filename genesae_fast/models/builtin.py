@@ -21,6 +21,7 @@ A model folder (written by ``genesae lm train``) holds ``lm_config.json`` (the m
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,36 @@ def build_network(config: dict):
     return GatedCNN(config["d_model"], config["n_layers"], config["kernel_size"])
 
 
+def evaluate_bits(net, segments, receptive_field: int, device, chunk: int = 1 << 16) -> tuple[float, int]:
+    """Total bits and count of the LM's predictions of the A/C/G/T bases in ``segments``.
+
+    ``net`` maps base codes ``[1, L]`` to next-base logits ``[1, 4, L]``; ``segments`` are
+    :class:`genesae_fast.models.markov.Segment` (``codes[lo:hi]`` scored, earlier codes context).
+
+    Each chunk of positions is fed with ``receptive_field`` bases of left context, so every
+    prediction sees its full causal context (as it would in one pass over the record).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    total, n = 0.0, 0
+    net.eval()
+    with torch.inference_mode():
+        for seg in segments:
+            codes = np.asarray(seg.codes, dtype=np.int64)
+            for p0 in range(seg.lo, seg.hi, chunk):
+                p1 = min(p0 + chunk, seg.hi)
+                a = max(0, p0 - receptive_field - 1)
+                x = torch.as_tensor(codes[a : p1 - 1], device=device)[None]
+                logits = net(x)[0, :, p0 - a - 1 :]  # column t predicts codes[a + t + 1]
+                y = torch.as_tensor(codes[p0:p1], device=device)
+                mask = y < 4
+                nll = F.cross_entropy(logits.T, y.clamp(max=3), reduction="none")
+                total += float(nll[mask].sum()) / math.log(2)
+                n += int(mask.sum())
+    return total, n
+
+
 def tokenize_bases(sequence: str) -> TokenizedSequence:
     """One token per base: ids 0..4 (A, C, G, T, other), bp [i, i+1)."""
     from genesae_fast.sequences import encode
@@ -216,7 +247,6 @@ class CharCNNModel(GeneModel):
         (float, int)
             Total bits and the number of bases scored (base 0 has no context and is skipped).
         """
-        from genesae_fast.models.lm_train import evaluate_bits
         from genesae_fast.models.markov import Segment
 
         codes = tokenize_bases(sequence).token_ids

@@ -5,7 +5,7 @@ uniformly, ``c_i ~ U(0.5, 1.5)``, unit-norm random atoms and a fixed random offs
 centring matters). A trained SAE recovers the dictionary when most atoms have a decoder
 row with cosine similarity above 0.9 (:func:`match_atoms`).
 
-``python -m genesae_fast.train_synthetic X.npy [--rows N --d D --atoms A --active S]`` writes
+``python -m genesae_fast.train.synthetic X.npy [--rows N --d D --atoms A --active S]`` writes
 the array (and ``X.atoms.npy``) for ``genesae import X.npy --out S.zarr``.
 """
 from __future__ import annotations

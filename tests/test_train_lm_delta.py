@@ -11,7 +11,7 @@ import torch
 from genesae_fast.models import load_model
 from genesae_fast.sae import TopKSAE
 from genesae_fast.sequences import write_fasta
-from genesae_fast.train_lm import bits_with_replacement, heldout_stretch, lm_loss_increase, sae_replacement
+from genesae_fast.train.lm_delta import bits_with_replacement, heldout_stretch, lm_loss_increase, sae_replacement
 
 
 @pytest.fixture(autouse=True)
@@ -155,7 +155,7 @@ def test_skipped_when_genome_missing_or_changed(store_setup, tmp_path):
 
 def test_skipped_for_imported_store(tmp_path):
     from genesae_fast.store import ActivationStore
-    from genesae_fast.train_synthetic import write_store
+    from genesae_fast.train.synthetic import write_store
 
     X = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
     store = ActivationStore.open(str(write_store(X, tmp_path / "s.zarr", chunk_rows=100)))

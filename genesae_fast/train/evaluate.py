@@ -100,7 +100,7 @@ def evaluate_store(store, sae, run_config: dict, dev="cpu", compute_dtype=None, 
     finally:
         batches.close()
     if lm_loss:
-        from genesae_fast.train_lm import lm_loss_increase
+        from genesae_fast.train.lm_delta import lm_loss_increase
 
         report["lm_loss"] = lm_loss_increase(store, sae, chunks, device=dev, progress=progress)
     return report

@@ -1,4 +1,4 @@
-"""Plain-torch reference of the training objective in :mod:`genesae_fast.train_step`.
+"""Plain-torch reference of the training objective in :mod:`genesae_fast.train.objective`.
 
 Dense and obvious: the full ``[B, n]`` pre-activation and code matrices, ``torch.topk``
 and autograd through dense matmuls. Tests compare :class:`SAELoss` against it (losses and
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genesae_fast.train_step import StepOutput
+from genesae_fast.train.objective import StepOutput
 
 
 def dense_codes(x, W_enc, b_enc, b_dec, k, latent_mask=None):
@@ -22,7 +22,7 @@ def dense_codes(x, W_enc, b_enc, b_dec, k, latent_mask=None):
 
 
 class ReferenceSAELoss(nn.Module):
-    """Same objective and outputs as :class:`genesae_fast.train_step.SAELoss` (TopK only,
+    """Same objective and outputs as :class:`genesae_fast.train.objective.SAELoss` (TopK only,
     no BatchTopK, fp32, one process)."""
 
     def __init__(self, sae, k: int, k_aux: int, aux_coef: float):

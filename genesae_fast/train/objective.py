@@ -119,25 +119,14 @@ class SAELoss(nn.Module):
         err = x - x_hat.float()
         row_sq = err.pow(2).sum(1)
         recon = row_sq.mean()
-        loss = recon
         auxk = torch.zeros((), device=x.device)
         n_dead = 0 if dead is None else int(dead.sum())
         if n_dead > 0 and self.aux_coef > 0 and x.shape[0] > 0:
-            kk = min(self.k_aux, n_dead)
-            resid = err.detach()
-            a_vals, a_idx = ops.topk_encode(xc, W_enc, b_enc, kk, b_dec=b_dec, latent_mask=dead)
-            e_hat = ops.sparse_decode(a_vals, a_idx, W_dec).float()
-            denom = resid.pow(2).sum(1).mean()
-            if self.process_group is not None:
-                import torch.distributed as dist
-
-                denom = denom.clone()
-                dist.all_reduce(denom, group=self.process_group)
-                denom = denom / dist.get_world_size(self.process_group)
-            scale = min(n_dead / self.k_aux, 1.0)
-            auxk = scale * (e_hat - resid).pow(2).sum(1).mean() / denom.clamp_min(1e-12)
-            loss = loss + self.aux_coef * auxk
+            auxk = self._auxk(xc, err.detach(), dead, n_dead, (W_enc, b_enc, W_dec, b_dec))
+            loss = recon + self.aux_coef * auxk
             auxk = auxk.detach()
+        else:
+            loss = recon
         with torch.no_grad():
             active = vals > 0
             fired = torch.zeros(W_enc.shape[0], dtype=torch.bool, device=x.device)
@@ -145,24 +134,22 @@ class SAELoss(nn.Module):
             out = StepOutput(loss, recon.detach(), auxk, row_sq.detach().sum(), active.sum(), fired)
         return out
 
+    def _auxk(self, xc, resid, dead, n_dead: int, weights):
+        """AuxK: how well the ``k_aux`` largest dead latents reconstruct the residual ``resid [B, d]``."""
+        ops = _ops()
+        W_enc, b_enc, W_dec, b_dec = weights
+        kk = min(self.k_aux, n_dead)
+        a_vals, a_idx = ops.topk_encode(xc, W_enc, b_enc, kk, b_dec=b_dec, latent_mask=dead)
+        e_hat = ops.sparse_decode(a_vals, a_idx, W_dec).float()
+        denom = resid.pow(2).sum(1).mean()
+        if self.process_group is not None:
+            import torch.distributed as dist
 
-@torch.no_grad()
-def remove_parallel_grad(W_dec: torch.Tensor) -> None:
-    """Drop the component of ``W_dec.grad`` along each (unit) decoder row, in place.
-
-    With unit rows, ``g - <g, w> w`` is the gradient's projection onto the sphere's
-    tangent space, so the step does not fight the renormalisation that follows it.
-    """
-    g = W_dec.grad
-    if g is None:
-        return
-    g.sub_((g * W_dec).sum(1, keepdim=True) * W_dec)
-
-
-@torch.no_grad()
-def normalize_decoder(W_dec: torch.Tensor, eps: float = 1e-8) -> None:
-    """Rescale every row of ``W_dec`` to unit L2 norm, in place."""
-    W_dec.div_(W_dec.norm(dim=1, keepdim=True).clamp_min(eps))
+            denom = denom.clone()
+            dist.all_reduce(denom, group=self.process_group)
+            denom = denom / dist.get_world_size(self.process_group)
+        scale = min(n_dead / self.k_aux, 1.0)
+        return scale * (e_hat - resid).pow(2).sum(1).mean() / denom.clamp_min(1e-12)
 
 
-__all__ = ["SAELoss", "StepOutput", "batch_topk_mask", "normalize_decoder", "remove_parallel_grad"]
+__all__ = ["SAELoss", "StepOutput", "batch_topk_mask"]

@@ -1,4 +1,5 @@
-"""SAE trainer: the step against a dense reference, dictionary recovery, resume, errors, CLI."""
+"""genesae_fast.train.loop (and objective, config): the step against a dense reference, dictionary
+recovery, resume, thread choice, errors, CLI."""
 from __future__ import annotations
 
 import json
@@ -15,18 +16,12 @@ from safetensors.torch import load_file
 from genesae_fast.cli import cli
 from genesae_fast.errors import InputError
 from genesae_fast.train import TrainingInterrupted, default_lr, lr_factor, train_sae
-from genesae_fast.train_reference import ReferenceSAELoss
-from genesae_fast.train_step import SAELoss, batch_topk_mask, normalize_decoder, remove_parallel_grad
-from genesae_fast.train_synthetic import match_atoms, planted_dictionary, write_store
+from genesae_fast.train.objective import SAELoss, batch_topk_mask
+from genesae_fast.train.reference import ReferenceSAELoss
+from genesae_fast.train.synthetic import match_atoms, planted_dictionary, write_store
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny shapes: threads only add contention on a shared 2-core machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sae(d, n, k, seed=0):
@@ -105,16 +100,60 @@ def test_batch_topk_mask_keeps_the_largest():
     assert torch.equal(batch_topk_mask(vals, 30), vals)
 
 
-def test_decoder_constraint():
-    torch.manual_seed(4)
-    W = torch.nn.Parameter(torch.nn.functional.normalize(torch.randn(10, 7), dim=1))
-    W.grad = torch.randn(10, 7)
-    remove_parallel_grad(W)
-    assert float((W.grad * W.detach()).sum(1).abs().max()) < 1e-6
+@pytest.mark.parametrize("seed", range(4))
+def test_decoder_helpers_match_the_former_trainer_formulas(seed):
+    """The trainer now calls TopKSAE.set_decoder_norm_ / remove_parallel_grad_; its former
+    helpers were ``W / max(|W|, 1e-8)`` and ``g - <g, W> W`` (rows assumed unit)."""
+    from genesae_fast.sae import TopKSAE
+
+    torch.manual_seed(seed)
+    sae = TopKSAE(7, 10, 2)
     with torch.no_grad():
-        W.mul_(3.0)
-    normalize_decoder(W)
-    torch.testing.assert_close(W.norm(dim=1), torch.ones(10))
+        sae.W_dec.copy_(3 * torch.randn(10, 7))
+    W = sae.W_dec.detach().clone()
+    sae.set_decoder_norm_()
+    assert torch.equal(sae.W_dec.detach(), W / W.norm(dim=1, keepdim=True).clamp_min(1e-8))  # bit for bit
+    W = sae.W_dec.detach().clone()  # unit rows, as in training
+    g = torch.randn(10, 7)
+    sae.W_dec.grad = g.clone()
+    sae.remove_parallel_grad_()
+    torch.testing.assert_close(sae.W_dec.grad, g - (g * W).sum(1, keepdim=True) * W, rtol=0, atol=1e-6)
+    assert float((sae.W_dec.grad * W).sum(1).abs().max()) < 1e-6
+
+
+def test_training_with_the_former_decoder_helper_differs_only_by_rounding(tmp_path, monkeypatch):
+    """The former trainer projected with ``g - <g, W> W``; TopKSAE's helper divides by the
+    row norm first (about 1). A whole run moves by float32 rounding only."""
+    from genesae_fast.sae import TopKSAE
+
+    store, _, _ = _small_store(tmp_path)
+    new = _weights(_run(store, tmp_path / "new", dead_tokens=64 * 3))
+
+    @torch.no_grad()
+    def former(self):
+        g = self.W_dec.grad
+        g.sub_((g * self.W_dec).sum(1, keepdim=True) * self.W_dec)
+
+    monkeypatch.setattr(TopKSAE, "remove_parallel_grad_", former)
+    old = _weights(_run(store, tmp_path / "old", dead_tokens=64 * 3))
+    for name in new:
+        torch.testing.assert_close(new[name], old[name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_config_resolves_the_documented_defaults(tmp_path):
+    from genesae_fast.store import ActivationStore
+    from genesae_fast.train.config import TrainConfig, TrainOptions
+
+    store = ActivationStore.open(_small_store(tmp_path)[0])  # 2000 rows of d=8 in 10 chunks
+    cfg = TrainConfig.resolve(store, TrainOptions(n_latents=32, k=4, batch_size=64), world=1, n_heldout=1)
+    assert cfg.train_chunks == range(0, 9) and cfg.heldout_chunks == range(9, 10)
+    assert cfg.total_steps == math.ceil(200 * 64 / 64)  # 5 passes over 1800 rows < 200 batches
+    assert (cfg.k_aux, cfg.lr, cfg.warmup_steps, cfg.decay_steps) == (4, default_lr(32), 10, 40)
+    assert cfg.dead_tokens == 200 * 64 // 5 and cfg.checkpoint_every == 20 and cfg.log_every == 1
+    run = cfg.run_config()
+    assert run["train_chunks"] == [0, 9] and run["heldout_chunks"] == [9, 10] and run["batch_size"] == 64
+    big = TrainConfig.resolve(store, TrainOptions(n_latents=32, k=4, batch_size=10_000), world=1, n_heldout=1)
+    assert big.batch_size == 1800  # a batch never exceeds the training rows
 
 
 def test_lr_rules():
@@ -134,7 +173,8 @@ def test_recovers_planted_dictionary(tmp_path):
 
     X, atoms = planted_dictionary(40_000, 32, 64, 3, seed=1)
     store = write_store(X, tmp_path / "s.zarr", chunk_rows=2000)
-    out = train_sae(store, tmp_path / "sae", latents=128, k=4, batch_size=512, tokens=250_000, progress=False)
+    out = train_sae(store, tmp_path / "sae", latents=128, k=4, batch_size=512, tokens=250_000, progress=False,
+                    threads=1)
     sae = TopKSAE.load(out)
     cos = match_atoms(atoms, sae.W_dec)
     assert (cos > 0.9).mean() >= 0.9, np.sort(cos)[:10]
@@ -160,7 +200,7 @@ def test_recovers_planted_dictionary(tmp_path):
 
 
 def _run(store, out, **kw):
-    args = dict(latents=32, k=4, batch_size=64, tokens=64 * 30, progress=False, evaluate=False)
+    args = dict(latents=32, k=4, batch_size=64, tokens=64 * 30, progress=False, evaluate=False, threads=1)
     args.update(kw)
     return train_sae(store, out, **args)
 
@@ -203,6 +243,52 @@ def test_resume_after_crash_from_periodic_checkpoint(tmp_path):
     assert torch.load(tmp_path / "b" / "trainer_state.pt", weights_only=False)["step"] == 15
     resumed = _run(store, tmp_path / "b", checkpoint_tokens=64 * 5)
     a, b = _weights(ref), _weights(resumed)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+class ThreadCostClock:
+    """A fake clock: every reading advances it by the cost of a step at the current thread
+    count, so a step timed as ``clock() - clock()`` costs exactly that (no real time)."""
+
+    def __init__(self, cost):
+        self.cost, self.now = cost, 0.0
+
+    def __call__(self):
+        self.now += self.cost[torch.get_num_threads()]
+        return self.now
+
+
+def test_auto_threads_keep_the_faster_count(tmp_path, monkeypatch):
+    store, _, _ = _small_store(tmp_path)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    seen = []
+    clock = ThreadCostClock({1: 0.1, 2: 0.5})  # a loaded machine: two threads contend
+    _run(store, tmp_path / "a", threads=None, clock=clock, callback=lambda step, tokens: seen.append(
+        torch.get_num_threads()))
+    # the count in force after each step: 3 timed steps each, the probe's last one switching to the faster
+    assert seen[:5] == [1, 1, 1, 2, 2] and set(seen[5:]) == {1}
+    assert torch.get_num_threads() == 1  # the caller's setting comes back
+    seen.clear()
+    _run(store, tmp_path / "b", threads=None, clock=ThreadCostClock({1: 0.5, 2: 0.1}),
+         callback=lambda step, tokens: seen.append(torch.get_num_threads()))
+    assert seen[:5] == [1, 1, 1, 2, 2] and set(seen[5:]) == {2}
+
+
+def test_fixed_threads_are_used_and_restored(tmp_path):
+    store, _, _ = _small_store(tmp_path)
+    seen = []
+    _run(store, tmp_path / "a", threads=2, tokens=64 * 5, callback=lambda s, t: seen.append(torch.get_num_threads()))
+    assert seen == [2] * 5 and torch.get_num_threads() == 1
+    with pytest.raises(InputError, match="--threads 0"):
+        _run(store, tmp_path / "b", threads=0)
+
+
+def test_fixed_thread_count_is_deterministic(tmp_path):
+    """Same options and thread count: the same weights bit for bit (what resumes rely on)."""
+    store, _, _ = _small_store(tmp_path)
+    a = _weights(_run(store, tmp_path / "a", dead_tokens=64 * 3, batch_topk=True))
+    b = _weights(_run(store, tmp_path / "b", dead_tokens=64 * 3, batch_topk=True))
     for name in a:
         assert torch.equal(a[name], b[name]), name
 
