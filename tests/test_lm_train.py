@@ -99,36 +99,30 @@ def test_sample_batch_reverse_complements_half():
     assert 0.4 < on_plus.mean() < 0.6
 
 
-def test_thread_tuner_keeps_the_faster_count(monkeypatch):
-    import os
-
-    import torch
-
-    calls = []
-    monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    tuner = lm_train.ThreadTuner(None, probe_steps=2, recheck_seconds=10)
-    step_time = {1: 0.5, 2: 2.0}  # a loaded machine: one thread is faster
-    elapsed = 0.0
-    seen = []
-    for _ in range(6):
-        tuner.before_step(elapsed)
-        seen.append(tuner.current)
-        elapsed += step_time[tuner.current]
-        tuner.after_step(step_time[tuner.current], elapsed)
-    assert seen[:4] == [1, 1, 2, 2] and seen[4:] == [1, 1]
-    step_time = {1: 0.5, 2: 0.2}  # the machine became quiet: the re-check moves to 2
-    for _ in range(30):
-        tuner.before_step(elapsed)
-        elapsed += step_time[tuner.current]
-        tuner.after_step(step_time[tuner.current], elapsed)
-    assert tuner.current == 2 and calls[-1] == 2
-    assert lm_train.ThreadTuner(3).candidates == [3]
-
-
 # -- training ------------------------------------------------------------------------
 
 SMALL = dict(n_layers=2, d_model=8, context=64, batch_size=4, progress=False, max_markov_order=4)
+
+
+class StepClock:
+    """A fake clock that only moves when a training step runs: each call of the LM loss
+    costs ``step_seconds``. Budgets then count steps, whatever the machine's load."""
+
+    def __init__(self, monkeypatch, step_seconds: float, fail_on_call: int | None = None):
+        self.now, self.calls = 0.0, 0
+        real_loss = lm_train.lm_loss
+
+        def timed_loss(*args):
+            self.calls += 1
+            if self.calls == fail_on_call:
+                raise KeyboardInterrupt
+            self.now += step_seconds
+            return real_loss(*args)
+
+        monkeypatch.setattr(lm_train, "lm_loss", timed_loss)
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -146,14 +140,14 @@ def test_evaluate_bits_equals_one_full_pass(genome):
     import torch
     import torch.nn.functional as F
 
-    from genesae_fast.models.builtin import build_network, make_config
+    from genesae_fast.models.builtin import build_network, evaluate_bits, make_config
     from genesae_fast.sequences import read_fasta
 
     torch.manual_seed(0)
     config = make_config(d_model=8, n_layers=3)
     net = build_network(config)
     _, held = lm_train.split_records(read_fasta(genome))
-    bits, n = lm_train.evaluate_bits(net, held, config["receptive_field_bp"][-1], "cpu", chunk=37)
+    bits, n = evaluate_bits(net, held, config["receptive_field_bp"][-1], "cpu", chunk=37)
     ref_bits, ref_n = 0.0, 0
     with torch.inference_mode():
         for seg in held:
@@ -167,17 +161,19 @@ def test_evaluate_bits_equals_one_full_pass(genome):
     assert bits == pytest.approx(ref_bits, rel=1e-4)
 
 
-def test_train_then_resume(genome, tmp_path):
+def test_train_then_resume(genome, tmp_path, monkeypatch):
     out = tmp_path / "lm"
-    m1 = lm_train.train_lm(genome, out, minutes=0.03, checkpoint_seconds=0.5, **SMALL)
+    clock = StepClock(monkeypatch, 0.25)  # exact in binary: 1.8 s of budget is 8 steps
+    m1 = lm_train.train_lm(genome, out, minutes=0.03, checkpoint_seconds=0.5, clock=clock, **SMALL)
     for key in ("heldout_bits_per_bp", "markov_bits_per_bp", "markov_order"):
         assert key in m1
-    assert m1["steps"] > 0 and m1["heldout_scored_bp"] == m1["markov_scored_bp"] > 0
+    assert m1["steps"] == 8 and m1["train_seconds"] == 2.0 and m1["heldout_scored_bp"] == m1["markov_scored_bp"] > 0
     assert (out / "lm_config.json").is_file() and (out / "model.safetensors").is_file()
     assert json.loads((out / "metrics.json").read_text())["steps"] == m1["steps"]
     # more minutes on the same folder continue from the checkpoint
-    m2 = lm_train.train_lm(genome, out, minutes=0.06, checkpoint_seconds=0.5, **SMALL)
-    assert m2["steps"] > m1["steps"] and m2["train_seconds"] >= 0.06 * 60
+    m2 = lm_train.train_lm(genome, out, minutes=0.06, checkpoint_seconds=0.5, clock=clock, **SMALL)
+    assert m2["steps"] == 15 and m2["train_seconds"] == 3.75  # 3.6 s of budget in all
+    assert m2["genome"] == "g.fa"  # the file's name, never this machine's path
     # the folder is a model everywhere
     model = load_model(str(out), device="cpu")
     assert (model.n_layers, model.d_model) == (2, 8)
@@ -193,29 +189,20 @@ def test_train_then_resume(genome, tmp_path):
 
 
 def test_interrupted_run_is_no_model_and_resumes(genome, tmp_path, monkeypatch):
+    """Steps cost 3 s of a fake clock, so the budgets below are exact step counts."""
+    import torch
+
     out = tmp_path / "lm"
-    real_loss = lm_train.lm_loss
-    calls = []
-
-    def interrupt_on_sixth(*args):
-        calls.append(1)
-        if len(calls) == 6:
-            raise KeyboardInterrupt
-        return real_loss(*args)
-
-    monkeypatch.setattr(lm_train, "lm_loss", interrupt_on_sixth)
+    clock = StepClock(monkeypatch, 3.0, fail_on_call=6)
     with pytest.raises(KeyboardInterrupt):
-        lm_train.train_lm(genome, out, minutes=1, checkpoint_seconds=0, **SMALL)
+        lm_train.train_lm(genome, out, minutes=1, checkpoint_seconds=0, clock=clock, **SMALL)
     assert (out / "checkpoint.pt").is_file() and not (out / "lm_config.json").exists()
     with pytest.raises(InputError, match="not a model folder"):
         load_model(str(out))
-    monkeypatch.setattr(lm_train, "lm_loss", real_loss)
-    import torch
-
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 5
-    # a budget already spent: no more steps, the checkpoint becomes the model
-    elapsed = torch.load(out / "checkpoint.pt", weights_only=False)["elapsed"]
-    m = lm_train.train_lm(genome, out, minutes=elapsed / 60, **SMALL)
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert (state["step"], state["elapsed"]) == (5, 15.0)
+    # a budget already spent (15 s = 0.25 min): no more steps, the checkpoint becomes the model
+    m = lm_train.train_lm(genome, out, minutes=0.25, clock=StepClock(monkeypatch, 3.0), **SMALL)
     assert m["steps"] == 5
     assert load_model(str(out), device="cpu").n_layers == 2
 

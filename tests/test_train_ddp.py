@@ -11,7 +11,7 @@ from genesae_fast.train.synthetic import planted_dictionary, write_store
 
 B = 32  # rows per rank per step
 STEPS = 12
-ARGS = dict(latents=32, k=3, tokens=2 * B * STEPS, progress=False, evaluate=False, dead_tokens=2 * B * 4)
+ARGS = dict(latents=32, k=3, tokens=2 * B * STEPS, progress=False, evaluate=False, dead_tokens=2 * B * 4, threads=1)
 
 
 def _worker(rank, world, init_file, store, out):

@@ -1,4 +1,4 @@
-"""LM-loss metric: bits/bp with a layer replaced by the SAE reconstruction, and its skips."""
+"""genesae_fast.train.lm_delta, the LM-loss metric: bits/bp with a layer replaced by the SAE reconstruction, and its skips."""
 from __future__ import annotations
 
 import math
@@ -14,12 +14,7 @@ from genesae_fast.sequences import write_fasta
 from genesae_fast.train.lm_delta import bits_with_replacement, heldout_stretch, lm_loss_increase, sae_replacement
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -218,14 +218,7 @@ class GeneModel(abc.ABC):
             One block per forward batch covering tokens ``start_token..T-1`` exactly once.
         """
         layer = self.check_layer(layer)
-        window = int(self.default_window if window is None else window)
-        stride = int(self.default_stride if stride is None else stride)
-        check_window(window, stride)
-        if self.max_window is not None and window > self.max_window:
-            raise InputError(f"--window {window}: longer than {self.name} takes ({self.max_window} tokens)")
-        if int(batch_size) < 1:
-            raise InputError(f"--batch-size {batch_size}: must be at least 1")
-        batch_size = int(batch_size)
+        window, stride, batch_size = self._extract_settings(window, stride, batch_size)
         toks = self.tokenize(sequence)
         n = len(toks)
         if not 0 <= start_token <= n:
@@ -236,23 +229,42 @@ class GeneModel(abc.ABC):
         ranges = owned_ranges(n, window, stride)
         w = min(window, n)
         first_window = int(np.searchsorted(ranges[:, 1], start_token, side="right"))
-        first_batch = first_window // batch_size
-        for b0 in range(first_batch * batch_size, len(starts), batch_size):
+        for b0 in range((first_window // batch_size) * batch_size, len(starts), batch_size):
             b1 = min(b0 + batch_size, len(starts))
             ids = np.stack([toks.token_ids[s : s + w] for s in starts[b0:b1]])
-            hidden = self.forward_windows(ids, layer)
-            parts = []
-            for j in range(b0, b1):
-                lo, hi = int(ranges[j, 0]), int(ranges[j, 1])
-                lo = max(lo, start_token)
-                if lo < hi:
-                    s = int(starts[j])
-                    parts.append((lo, hi, hidden[j - b0, lo - s : hi - s]))
-            if not parts:
-                continue
-            lo, hi = parts[0][0], parts[-1][1]
-            acts = np.ascontiguousarray(np.concatenate([p[2] for p in parts], axis=0), dtype=np.float32)
-            yield ActivationBlock(toks.token_ids[lo:hi], toks.bp_start[lo:hi], toks.bp_end[lo:hi], acts)
+            block = _owned_block(toks, self.forward_windows(ids, layer), starts[b0:b1], ranges[b0:b1], start_token)
+            if block is not None:
+                yield block
+
+    def _extract_settings(self, window, stride, batch_size) -> tuple[int, int, int]:
+        """``(window, stride, batch_size)`` with the model's defaults filled in, checked."""
+        window = int(self.default_window if window is None else window)
+        stride = int(self.default_stride if stride is None else stride)
+        check_window(window, stride)
+        if self.max_window is not None and window > self.max_window:
+            raise InputError(f"--window {window}: longer than {self.name} takes ({self.max_window} tokens)")
+        if int(batch_size) < 1:
+            raise InputError(f"--batch-size {batch_size}: must be at least 1")
+        return window, stride, int(batch_size)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, d_model={self.d_model}, n_layers={self.n_layers})"
+
+
+def _owned_block(toks: TokenizedSequence, hidden: np.ndarray, starts: np.ndarray, ranges: np.ndarray,
+                 start_token: int) -> ActivationBlock | None:
+    """The tokens a batch of windows owns (from ``start_token`` on) as one block, or None.
+
+    ``hidden [b, w, d]`` are the windows' activations, ``starts [b]`` their first tokens and
+    ``ranges [b, 2]`` the token range each window owns.
+    """
+    parts = []
+    for s, (lo, hi), h in zip(starts, ranges, hidden):
+        lo, hi, s = max(int(lo), start_token), int(hi), int(s)
+        if lo < hi:
+            parts.append((lo, hi, h[lo - s : hi - s]))
+    if not parts:
+        return None
+    lo, hi = parts[0][0], parts[-1][1]
+    acts = np.ascontiguousarray(np.concatenate([p[2] for p in parts], axis=0), dtype=np.float32)
+    return ActivationBlock(toks.token_ids[lo:hi], toks.bp_start[lo:hi], toks.bp_end[lo:hi], acts)

@@ -42,7 +42,30 @@ def lr_factor(step: int, total: int, warmup: int, decay: int) -> float:
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """What the caller asked for; ``None`` means the trainer's default (see ``train_sae``)."""
+    """What the caller asked for; ``None`` means the default given here.
+
+    Attributes
+    ----------
+    n_latents, k : int
+        Latents, and non-zero codes per row.
+    batch_size : int
+        Rows per step (per rank under torchrun); at most the training rows.
+    tokens : int, optional
+        Training rows to consume in all; default :func:`default_tokens`.
+    lr : float, optional
+        Adam learning rate; default :func:`default_lr`.
+    seed : int
+        Seeds the initialisation and the data order.
+    batch_topk : bool
+        BatchTopK (the batch's ``B*k`` largest codes) instead of per-row TopK.
+    k_aux, aux_coef : int, float
+        AuxK size (default d/2) and weight (1/32).
+    dead_tokens : int, optional
+        A latent is dead after this many tokens without firing; default a fifth of the run, at most 10M.
+    checkpoint_tokens, log_tokens : int, optional
+        Checkpoint interval (default a tenth of the run, at most 50M tokens) and
+        ``metrics.jsonl`` interval (default 1/200 of the run).
+    """
 
     n_latents: int
     k: int

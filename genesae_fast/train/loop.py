@@ -101,48 +101,24 @@ def train_sae(store_path, out_dir, *, latents: int | None = None, expansion: int
     out_dir : str or Path
         The SAE folder: ``config.json``, ``sae.safetensors`` (``TopKSAE.load`` reads it),
         ``metrics.jsonl``, ``eval.json``; ``trainer_state.pt`` while unfinished.
-    latents : int, optional
-        Number of latents; default ``expansion * d``.
-    expansion : int
-        Latents per input dimension when ``latents`` is not given.
-    k : int
-        Non-zero codes per row.
-    batch_size : int
-        Rows per step (per rank under torchrun).
-    tokens : int, optional
-        Training rows to consume in all; default :func:`default_tokens`.
-    lr : float, optional
-        Adam learning rate; default :func:`default_lr`.
-    seed : int
-        Seeds the initialisation and the data order.
-    batch_topk : bool
-        BatchTopK instead of per-row TopK during training.
-    k_aux, aux_coef : int, float
-        AuxK size (default d/2) and weight (1/32).
-    dead_tokens : int, optional
-        A latent is dead after this many tokens without firing; default a fifth of the
-        run, at most 10M.
-    checkpoint_tokens : int, optional
-        Checkpoint interval; default a tenth of the run, at most 50M tokens.
-    log_tokens : int, optional
-        Interval of ``metrics.jsonl`` records; default 1/200 of the run.
+    latents, expansion, k, batch_size, tokens, lr, seed, batch_topk, k_aux, aux_coef, dead_tokens, \
+checkpoint_tokens, log_tokens
+        The recipe's options, described in :class:`~genesae_fast.train.config.TrainOptions`
+        (``latents`` defaults to ``expansion * d``; ``batch_size`` is per rank).
     device : str, optional
         Default cuda when available, else cpu.
     threads : int, optional
-        torch CPU threads; None on CPU times steps with 1 thread and with all cores and
-        keeps the faster, re-measured every 2 minutes (:class:`genesae_fast.threads.ThreadTuner`).
-        A fixed count makes a CPU run bit-reproducible (resumes included).
+        torch CPU threads; None on CPU times a few steps with 1 thread and with all cores,
+        keeps the faster and re-measures every 2 minutes (:class:`genesae_fast.threads.ThreadTuner`).
+        A fixed count makes a CPU run bit-reproducible, resumes included.
     evaluate, lm_loss : bool
-        Held-out evaluation at the end; with it, the LM loss increase when the model that
-        made the store can be loaded.
-    overwrite : bool
-        Discard an existing SAE or checkpoint in ``out_dir``.
-    progress : bool
-        tqdm progress bar (rank 0).
+        Held-out evaluation at the end; with it, the LM loss increase when the store's model loads.
+    overwrite, progress : bool
+        Discard an SAE or checkpoint in ``out_dir``; tqdm progress bar (rank 0).
     callback : callable, optional
-        Called as ``callback(step, tokens)`` after every optimiser step (monitoring, tests).
+        ``callback(step, tokens)`` after every optimiser step (monitoring, tests).
     clock : callable
-        Seconds, monotonic; times the steps (tests pass a fake one).
+        Monotonic seconds; times the steps (tests pass a fake one).
 
     Raises
     ------
@@ -166,14 +142,18 @@ def train_sae(store_path, out_dir, *, latents: int | None = None, expansion: int
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: is a file, not a folder")
+    return _train_on_device(store, options, out, device, evaluate=evaluate, lm_loss=lm_loss, overwrite=overwrite,
+                            progress=progress, callback=callback, threads=threads, clock=clock)
+
+
+def _train_on_device(store, options: TrainOptions, out: Path, device, **context) -> Path:
+    """Join torchrun's process group (when launched by it), train, and put the thread count back."""
     dev = resolve_device(device)
     rank, world, owned_group = dist_setup(dev.type)
     threads_before = torch.get_num_threads()
     try:
         cfg = TrainConfig.resolve(store, options, world, heldout_chunks(store.n_chunks))
-        ctx = RunContext(out, dev, rank, world, evaluate=evaluate, lm_loss=lm_loss, overwrite=overwrite,
-                         progress=progress, callback=callback, threads=threads, clock=clock)
-        return _train(store, cfg, ctx)
+        return _train(store, cfg, RunContext(out, dev, rank, world, **context))
     finally:
         torch.set_num_threads(threads_before)  # the tuner changes a process-wide setting
         if owned_group:
