@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from genesae_fast import __version__
 from genesae_fast.cli import COMMANDS, cli
-from genesae_fast.kmers import count_kmers, unpack
+from genesae_fast.kmers import unpack
 from genesae_fast.sequences import read_fasta
 from genesae_fast import data
 

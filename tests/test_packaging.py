@@ -62,6 +62,9 @@ def test_readme_starts_with_two_commands_and_ci_runs_the_second():
     assert install_and_test.rstrip().endswith("pytest") and "\n" not in install_and_test
     ci = (REPO / ".ci" / "run").read_text()
     assert install_and_test in ci.splitlines()
+    # the linter runs after the install and before the tests
+    install, lint, test = (install_and_test.index(s) for s in ('pip install', "ruff check .", "pytest"))
+    assert install < lint < test
 
 
 def test_native_extension_is_inside_the_package():
