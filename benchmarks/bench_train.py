@@ -18,6 +18,10 @@ pytest-benchmark::
 or quickly, as a script that times both in one process and prints tokens/s and the ratio::
 
     /work/venv/bin/python benchmarks/bench_train.py [--steps 3] [--n 16384] [--batch 4096]
+
+or the real step at several thread counts (what the trainer's thread tuner measures)::
+
+    python benchmarks/bench_train.py --threads 1 2 --d 64 --n 4096 --k 16 --batch 1024 --steps 7
 """
 from __future__ import annotations
 
@@ -91,8 +95,18 @@ def main(argv=None):
     p.add_argument("--d", type=int, default=D)
     p.add_argument("--k", type=int, default=K)
     p.add_argument("--batch", type=int, default=B)
+    p.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="time the real step at each of these torch thread counts instead (e.g. --threads 1 2): "
+                        "what the trainer's thread tuner chooses between")
     a = p.parse_args(argv)
     sizes = dict(d=a.d, n=a.n, k=a.k, batch=a.batch)
+    if a.threads:
+        out = {"sizes": sizes, "steps": a.steps}
+        for t in a.threads:
+            torch.set_num_threads(t)
+            out[f"genesae_tokens_per_s_{t}_threads"] = round(measure("genesae", a.steps, **sizes), 1)
+        print(json.dumps(out, indent=1))
+        return
     out = {"sizes": sizes, "steps": a.steps, "threads": torch.get_num_threads()}
     for prov in PROVIDERS:
         out[f"{prov}_tokens_per_s"] = round(measure(prov, a.steps, **sizes), 1)
