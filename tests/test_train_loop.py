@@ -1,5 +1,5 @@
-"""genesae_fast.train.loop (and objective, config): the step against a dense reference, dictionary
-recovery, resume, thread choice, errors, CLI."""
+"""genesae_fast.train.loop: dictionary recovery, held-out evaluation, resume, thread choice,
+errors, CLI."""
 from __future__ import annotations
 
 import json
@@ -15,154 +15,15 @@ from safetensors.torch import load_file
 
 from genesae_fast.cli import cli
 from genesae_fast.errors import InputError
-from genesae_fast.train import TrainingInterrupted, default_lr, lr_factor, train_sae
-from genesae_fast.train.objective import SAELoss, batch_topk_mask
-from genesae_fast.train.reference import ReferenceSAELoss
+from genesae_fast.train import TrainingInterrupted, default_lr, train_sae
 from genesae_fast.train.synthetic import match_atoms, planted_dictionary, write_store
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _sae(d, n, k, seed=0):
-    from genesae_fast.sae import TopKSAE
-
-    torch.manual_seed(seed)
-    sae = TopKSAE(d, n, k)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.randn(n, d))
-        sae.b_enc.copy_(0.1 * torch.randn(n))
-        sae.W_dec.copy_(torch.nn.functional.normalize(torch.randn(n, d), dim=1))
-        sae.b_dec.copy_(0.1 * torch.randn(d))
-    return sae
 
 
 def _small_store(tmp_path, rows=2000, d=8, chunk_rows=200, seed=0, name="s.zarr"):
     X, atoms = planted_dictionary(rows, d, 2 * d, 2, seed=seed)
     return str(write_store(X, tmp_path / name, chunk_rows=chunk_rows)), X, atoms
-
-
-# --------------------------------------------------------------------------- the step
-
-
-@pytest.mark.parametrize("B,d,n,k", [(16, 8, 24, 3), (7, 5, 12, 1), (9, 6, 10, 10), (1, 4, 6, 2)])
-@pytest.mark.parametrize("n_dead", [0, 1, 4, "all"])
-def test_step_matches_dense_reference(B, d, n, k, n_dead):
-    torch.manual_seed(1)
-    x = torch.randn(B, d)
-    dead = torch.zeros(n, dtype=torch.bool)
-    dead[torch.randperm(n)[: n if n_dead == "all" else n_dead]] = True
-    k_aux = max(1, d // 2)
-    outs, grads = [], []
-    for cls in (SAELoss, ReferenceSAELoss):
-        sae = _sae(d, n, k)
-        res = cls(sae, k, k_aux, 1 / 32)(x, dead)
-        res.loss.backward()
-        outs.append(res)
-        grads.append([p.grad.clone() for p in (sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec)])
-    fast, ref = outs
-    for name in ("loss", "recon", "auxk", "err_sq_sum", "l0_sum"):
-        torch.testing.assert_close(getattr(fast, name).float(), getattr(ref, name).float(), rtol=1e-5, atol=1e-6,
-                                   msg=name)
-    assert torch.equal(fast.fired, ref.fired)
-    if n_dead:
-        assert float(fast.auxk) > 0
-    for g_fast, g_ref, name in zip(*grads, ("W_enc", "b_enc", "W_dec", "b_dec")):
-        torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-5, msg=name)
-
-
-@pytest.mark.parametrize("aux_coef", [0.0, 1 / 32])
-def test_auxk_gives_dead_latents_gradient(aux_coef):
-    torch.manual_seed(2)
-    d, n, k = 6, 20, 2
-    x = torch.randn(32, d)
-    dead = torch.zeros(n, dtype=torch.bool)
-    dead[:5] = True
-    sae = _sae(d, n, k)
-    with torch.no_grad():
-        sae.b_enc[5:] = 100.0  # the dead latents never win the main top-k
-    res = SAELoss(sae, k, d // 2, aux_coef)(x, dead)
-    res.loss.backward()
-    assert not res.fired[:5].any()
-    # Only AuxK reaches the dead latents' rows.
-    for g in (sae.W_dec.grad[:5], sae.W_enc.grad[:5], sae.b_enc.grad[:5]):
-        assert (g.abs().sum() > 0) == (aux_coef > 0)
-    assert (float(res.auxk) > 0) == (aux_coef > 0)
-
-
-def test_batch_topk_mask_keeps_the_largest():
-    torch.manual_seed(3)
-    vals = torch.rand(6, 5)
-    kept = batch_topk_mask(vals, 7)
-    assert int((kept > 0).sum()) == 7
-    thresh = torch.sort(vals.reshape(-1), descending=True).values[6]
-    assert torch.equal(kept > 0, vals >= thresh)
-    assert torch.equal(batch_topk_mask(vals, 30), vals)
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_decoder_helpers_match_the_former_trainer_formulas(seed):
-    """The trainer now calls TopKSAE.set_decoder_norm_ / remove_parallel_grad_; its former
-    helpers were ``W / max(|W|, 1e-8)`` and ``g - <g, W> W`` (rows assumed unit)."""
-    from genesae_fast.sae import TopKSAE
-
-    torch.manual_seed(seed)
-    sae = TopKSAE(7, 10, 2)
-    with torch.no_grad():
-        sae.W_dec.copy_(3 * torch.randn(10, 7))
-    W = sae.W_dec.detach().clone()
-    sae.set_decoder_norm_()
-    assert torch.equal(sae.W_dec.detach(), W / W.norm(dim=1, keepdim=True).clamp_min(1e-8))  # bit for bit
-    W = sae.W_dec.detach().clone()  # unit rows, as in training
-    g = torch.randn(10, 7)
-    sae.W_dec.grad = g.clone()
-    sae.remove_parallel_grad_()
-    torch.testing.assert_close(sae.W_dec.grad, g - (g * W).sum(1, keepdim=True) * W, rtol=0, atol=1e-6)
-    assert float((sae.W_dec.grad * W).sum(1).abs().max()) < 1e-6
-
-
-def test_training_with_the_former_decoder_helper_differs_only_by_rounding(tmp_path, monkeypatch):
-    """The former trainer projected with ``g - <g, W> W``; TopKSAE's helper divides by the
-    row norm first (about 1). A whole run moves by float32 rounding only."""
-    from genesae_fast.sae import TopKSAE
-
-    store, _, _ = _small_store(tmp_path)
-    new = _weights(_run(store, tmp_path / "new", dead_tokens=64 * 3))
-
-    @torch.no_grad()
-    def former(self):
-        g = self.W_dec.grad
-        g.sub_((g * self.W_dec).sum(1, keepdim=True) * self.W_dec)
-
-    monkeypatch.setattr(TopKSAE, "remove_parallel_grad_", former)
-    old = _weights(_run(store, tmp_path / "old", dead_tokens=64 * 3))
-    for name in new:
-        torch.testing.assert_close(new[name], old[name], rtol=0, atol=1e-5, msg=name)
-
-
-def test_config_resolves_the_documented_defaults(tmp_path):
-    from genesae_fast.store import ActivationStore
-    from genesae_fast.train.config import TrainConfig, TrainOptions
-
-    store = ActivationStore.open(_small_store(tmp_path)[0])  # 2000 rows of d=8 in 10 chunks
-    cfg = TrainConfig.resolve(store, TrainOptions(n_latents=32, k=4, batch_size=64), world=1, n_heldout=1)
-    assert cfg.train_chunks == range(0, 9) and cfg.heldout_chunks == range(9, 10)
-    assert cfg.total_steps == math.ceil(200 * 64 / 64)  # 5 passes over 1800 rows < 200 batches
-    assert (cfg.k_aux, cfg.lr, cfg.warmup_steps, cfg.decay_steps) == (4, default_lr(32), 10, 40)
-    assert cfg.dead_tokens == 200 * 64 // 5 and cfg.checkpoint_every == 20 and cfg.log_every == 1
-    run = cfg.run_config()
-    assert run["train_chunks"] == [0, 9] and run["heldout_chunks"] == [9, 10] and run["batch_size"] == 64
-    big = TrainConfig.resolve(store, TrainOptions(n_latents=32, k=4, batch_size=10_000), world=1, n_heldout=1)
-    assert big.batch_size == 1800  # a batch never exceeds the training rows
-
-
-def test_lr_rules():
-    assert default_lr(2**14) == pytest.approx(2e-4)
-    assert default_lr(2**16) == pytest.approx(1e-4)
-    factors = [lr_factor(s, 100, 10, 20) for s in range(100)]
-    assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0 and factors[50] == 1.0
-    assert factors[80] == 1.0 and factors[99] == pytest.approx(0.05)
-    assert all(a >= b for a, b in zip(factors[80:], factors[81:]))
 
 
 # --------------------------------------------------------------------------- end to end
@@ -207,6 +68,25 @@ def _run(store, out, **kw):
 
 def _weights(out):
     return load_file(str(out / "sae.safetensors"))
+
+
+def test_training_with_the_former_decoder_helper_differs_only_by_rounding(tmp_path, monkeypatch):
+    """The former trainer projected with ``g - <g, W> W``; TopKSAE's helper divides by the
+    row norm first (about 1). A whole run moves by float32 rounding only."""
+    from genesae_fast.sae import TopKSAE
+
+    store, _, _ = _small_store(tmp_path)
+    new = _weights(_run(store, tmp_path / "new", dead_tokens=64 * 3))
+
+    @torch.no_grad()
+    def former(self):
+        g = self.W_dec.grad
+        g.sub_((g * self.W_dec).sum(1, keepdim=True) * self.W_dec)
+
+    monkeypatch.setattr(TopKSAE, "remove_parallel_grad_", former)
+    old = _weights(_run(store, tmp_path / "old", dead_tokens=64 * 3))
+    for name in new:
+        torch.testing.assert_close(new[name], old[name], rtol=0, atol=1e-5, msg=name)
 
 
 def test_resume_after_signal_equals_uninterrupted(tmp_path):
