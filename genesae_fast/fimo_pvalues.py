@@ -107,7 +107,8 @@ def read_background_file(path) -> list[float]:
     """
     got: dict[str, float] = {}
     try:
-        text = open(path, encoding="utf-8", errors="replace").read()
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
     except OSError as exc:
         raise InputError(f"{path}: cannot read background file ({exc.strerror})") from None
     for lineno, line in enumerate(text.splitlines(), 1):

@@ -163,6 +163,7 @@ def test_kill_9_then_rerun_gives_identical_bytes(tmp_path, genome):
         time.sleep(float(rng.uniform(0, 0.15)))
         p.send_signal(signal.SIGKILL)
         p.wait()
+        p.stderr.close()
     n_committed = len(list((killed / "_progress").glob("chunk-*")))
     assert 0 < n_committed < ActivationStore.open(full).n_chunks
     _helper_in_process(genome, killed)  # the same call, resumed
@@ -185,7 +186,8 @@ def _run_ranks(genome, out, chunk_rows, world, model="tiny"):
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
         procs.append(_run_helper(genome, out, chunk_rows, env=env, model=model))
     for p in procs:
-        assert p.wait(timeout=180) == 0, p.stderr.read().decode()[-2000:]
+        with p:  # closes the stderr pipe
+            assert p.wait(timeout=180) == 0, p.stderr.read().decode()[-2000:]
 
 
 def test_two_ranks_equal_one_rank_and_resume_with_other_world_size(tmp_path, genome):

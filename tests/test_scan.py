@@ -151,17 +151,17 @@ def test_pvalue_tables_native_equal_reference_and_brute_force(rng):
 
 def test_background_and_matrices_equal_fimo():
     """nrdb background, pseudocount, integer cells, scale/offset and p-value tables as FIMO's."""
-    mf = MotifFile(str(default_meme_path()), symmetrical=True)
-    assert np.array_equal(np.array(list(mf.background.frequencies)), nrdb_background())
-    ours = load_motifs()
-    bg = nrdb_background()
-    for i, pm in enumerate(mf):
-        pssm = pm.build_pssm(mf.background)
-        mine = build_pssm(apply_pseudocount(ours[i].probs, ours[i].nsites, bg, 0.1), bg, table=(i % 40 == 0))
-        assert np.array_equal(np.array([list(r) for r in pssm.matrix]), mine.cells), ours[i].id
-        assert (pssm.scale, pssm.offset) == (mine.scale, mine.offset)
-        if i % 40 == 0:
-            assert np.array_equal(np.array(list(pssm.pvalues)), mine.pv), ours[i].id
+    with MotifFile(str(default_meme_path()), symmetrical=True) as mf:  # closed: no ResourceWarning
+        assert np.array_equal(np.array(list(mf.background.frequencies)), nrdb_background())
+        ours = load_motifs()
+        bg = nrdb_background()
+        for i, pm in enumerate(mf):
+            pssm = pm.build_pssm(mf.background)
+            mine = build_pssm(apply_pseudocount(ours[i].probs, ours[i].nsites, bg, 0.1), bg, table=(i % 40 == 0))
+            assert np.array_equal(np.array([list(r) for r in pssm.matrix]), mine.cells), ours[i].id
+            assert (pssm.scale, pssm.offset) == (mine.scale, mine.offset)
+            if i % 40 == 0:
+                assert np.array_equal(np.array(list(pssm.pvalues)), mine.pv), ours[i].id
 
 
 def test_uniform_background_equals_fimo_from_uniform():
@@ -177,17 +177,17 @@ def fimo_hits(meme_path, records, pseudocount=0.1, background=None, threshold=1e
 
     pymemesuite never scores a record's last window, so each record gets a trailing N (which
     makes no window of its own)."""
-    mf = MotifFile(str(meme_path), symmetrical=True, pseudocount=pseudocount)
-    bg = background if background is not None else mf.background
-    seqs = [Sequence(r.text + "N", name=r.name.encode()) for r in records]
-    fimo = FIMO(both_strands=True, threshold=threshold, max_stored_scores=10**9)
-    names = {r.name: i for i, r in enumerate(records)}
-    out = {}
-    for mi, m in enumerate(mf):
-        pat = fimo.score_motif(m, seqs, bg)
-        for e in pat.matched_elements:
-            key = (mi, names[e.source.accession.decode()], min(e.start, e.stop) - 1, 1 if e.strand == "+" else -1)
-            out[key] = (e.pvalue, e.score)
+    with MotifFile(str(meme_path), symmetrical=True, pseudocount=pseudocount) as mf:
+        bg = background if background is not None else mf.background
+        seqs = [Sequence(r.text + "N", name=r.name.encode()) for r in records]
+        fimo = FIMO(both_strands=True, threshold=threshold, max_stored_scores=10**9)
+        names = {r.name: i for i, r in enumerate(records)}
+        out = {}
+        for mi, m in enumerate(mf):
+            pat = fimo.score_motif(m, seqs, bg)
+            for e in pat.matched_elements:
+                key = (mi, names[e.source.accession.decode()], min(e.start, e.stop) - 1, 1 if e.strand == "+" else -1)
+                out[key] = (e.pvalue, e.score)
     return out
 
 

@@ -19,8 +19,9 @@ Held out: the last 1% of the store's chunks (at least one when there are two or 
 never trained on; ``eval.json`` reports FVU, L0 and dead fraction on them at the end.
 
 Checkpoints (``trainer_state.pt``) every ``checkpoint_tokens`` and on SIGINT/SIGTERM;
-calling again with the same arguments resumes, and on CPU ends with the same weights as
-an uninterrupted run. Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank reads its shard of
+calling again with the same arguments resumes, and on CPU with a fixed ``threads`` ends with
+the same weights as an uninterrupted run. On CPU the thread count is otherwise chosen by
+timing steps (:class:`genesae_fast.threads.ThreadTuner`). Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank reads its shard of
 the store and gradients are averaged by DDP: ``batch_size`` is per rank.
 """
 from __future__ import annotations
