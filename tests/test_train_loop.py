@@ -244,6 +244,8 @@ def test_out_is_a_file_error(tmp_path):
 def test_bad_count_option(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--store", "x", "--out", "y", "--tokens", "lots"])
     assert result.exit_code == 2 and "not a count" in result.output
+    result = CliRunner().invoke(cli, ["train", "--store", "x", "--out", "y", "--threads", "0"])
+    assert result.exit_code == 2 and "--threads" in result.output
 
 
 # --------------------------------------------------------------------------- CLI
@@ -255,7 +257,8 @@ def test_cli_trains_and_reports(tmp_path):
     store, X, _ = _small_store(tmp_path, rows=3000, chunk_rows=300)
     out = tmp_path / "sae"
     result = CliRunner().invoke(cli, ["train", "--store", store, "--out", str(out), "--expansion", "4", "--k", "3",
-                                      "--batch", "128", "--tokens", "4k", "--batch-topk", "--quiet"])
+                                      "--batch", "128", "--tokens", "4k", "--batch-topk", "--threads", "1",
+                                      "--quiet"])
     assert result.exit_code == 0, result.output
     sae = TopKSAE.load(out)
     assert sae.W_enc.shape == (32, 8) and sae.k == 3
