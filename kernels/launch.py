@@ -10,7 +10,8 @@ compute capability), so it is testable on a machine without a GPU.
 Why these numbers (registers per thread are the scarce resource; the limit is 255 and
 anything beyond spills to local memory):
 
-* encoder split kernel: a ``[64, 64]`` pre-activation tile (fp32 accumulator, then int64
+* encoder split kernel (measured with ``benchmarks/kernel_resources.py``, 8 warps: 172-255
+  registers on sm_90, no spill; sm_80 fp32 needs the narrower ``BLOCK_D`` below): a ``[64, 64]`` pre-activation tile (fp32 accumulator, then int64
   keys) plus a ``[64, K_PAD]`` running top-k of int64 keys; at 8 warps that is 16 + 32 +
   ``K_PAD / 4`` 32-bit registers per thread for the live tiles, which leaves room for the
   dot operands up to ``K_PAD = 64``. Larger k is not run by this kernel (see
@@ -119,14 +120,17 @@ def encode_plan(B: int, n: int, d: int, k: int, half: bool, dev: DeviceSpec, spl
     pipeline). ``splits`` > 0 forces the latent split count (tests).
     """
     block_b, block_n = 64, 64
-    block_d = 64 if half else 32
+    block_d, stages = (64, 3) if half else (32, 2)
+    if not half and dev.arch < 90:
+        # sm_80 tf32 mma.sync keeps its operand fragments in registers: at BLOCK_D = 32 and
+        # 2 stages ptxas spilled 104 B/thread (kernel_resources.py); 16 columns spill <= 24 B
+        block_d = 16
     k_pad = next_power_of_2(k)
     row_blocks = cdiv(B, block_b)
     n_tiles = cdiv(n, block_n)
     s = splits or encode_splits(row_blocks, n_tiles, dev.sm_count)
     split_len = cdiv(n_tiles, s) * block_n  # whole tiles per split
     s = cdiv(n, split_len)
-    stages = 3 if half else 2
     split = KernelPlan(
         (row_blocks, s),
         dict(BLOCK_B=block_b, BLOCK_N=block_n, BLOCK_D=block_d, K_PAD=k_pad),

@@ -96,7 +96,7 @@ def _gather_dot_kernel(
         g = tl.load(rows_ptr + r[:, None] * d + c[None, :], mask=m2, other=0.0).to(tl.float32)
         for jj in range(0, BLOCK_J):
             j = tl.program_id(1) * BLOCK_J + jj
-            jm = rmask & (j < k)
+            jm = rmask & ((r * 0 + j) < k)  # a [BLOCK_B] mask (a scalar j < k breaks the interpreter at k = 1)
             ix = tl.load(idx_ptr + r * k + j, mask=jm, other=0)
             t = tl.load(table_ptr + ix[:, None] * stride_table + c[None, :], mask=jm[:, None] & m2, other=0.0)
             part = tl.sum(t.to(tl.float32) * g, axis=1)
