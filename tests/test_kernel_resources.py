@@ -83,13 +83,15 @@ def test_every_kernel_and_arch_is_covered(table):
 def test_the_checker_flags_spills_and_small_grids():
     """violations() is what the test above trusts: it must catch both kinds of failure."""
     mod = _load_script()
-    ln = mod.Launch("_k", "m", (), (), 4, 1, programs=100)
+    small = mod.Launch("_k", "m", (), (), 4, 1, programs=131)
+    wave = mod.Launch("_k", "m", (), (), 4, 1, programs=132)
     rows = [
-        dict(arch=90, sms=132, d=768, n=1, k=32, dtype="bf16", launch=ln, res=mod.Resources(40, 0, 0)),
-        dict(arch=80, sms=108, d=768, n=1, k=32, dtype="bf16", launch=ln, res=mod.Resources(255, 65, 0)),
+        dict(arch=90, sms=132, d=768, n=1, k=32, dtype="bf16", launch=small, res=mod.Resources(40, 64, 0)),
+        dict(arch=90, sms=132, d=768, n=1, k=32, dtype="bf16", launch=wave, res=mod.Resources(255, 65, 0)),
+        dict(arch=90, sms=132, d=768, n=1, k=32, dtype="bf16", launch=wave, res=mod.Resources(255, 64, 0)),
     ]
     bad = mod.violations(rows)
-    assert len(bad) == 2 and "under one wave" in bad[0] and "65 B/thread" in bad[1]
+    assert len(bad) == 2 and "131 programs < 132 SMs" in bad[0] and "65 B/thread" in bad[1]
 
 
 # ------------------------------------------------------------------ plans (no compiler needed)
