@@ -262,8 +262,10 @@ def main(argv=None) -> int:
         # under the interpreter @triton.jit yields interpreter objects that cannot be compiled
         print("kernel_resources: unset TRITON_INTERPRET (kernels must be compiled, not interpreted)")
         return 2
-    os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="genesae-kres-")  # nothing reused across runs
-    rows = collect(shape_table(full=not args.quick), args.arch)
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, stated (silences its warning)
+    with tempfile.TemporaryDirectory(prefix="genesae-kres-") as cache:
+        os.environ["TRITON_CACHE_DIR"] = cache  # a fresh cache: nothing reused across runs
+        rows = collect(shape_table(full=not args.quick), args.arch)
     print(format_table(rows))
     bad = violations(rows)
     for line in bad:
