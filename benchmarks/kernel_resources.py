@@ -241,6 +241,24 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
+def format_summary(rows) -> str:
+    """Per (arch, kernel, dtype) over all shapes: register and stack maxima, fewest programs."""
+    agg = {}
+    for r in rows:
+        ln, res = r["launch"], r["res"]
+        key = (r["arch"], ln.kernel, r["dtype"])
+        a = agg.setdefault(key, dict(regs=0, stack=0, smem=0, warps=set(), programs=None, sms=r["sms"]))
+        a["regs"], a["stack"], a["smem"] = max(a["regs"], res.registers), max(a["stack"], res.stack), max(a["smem"], res.shared)
+        a["warps"].add(ln.num_warps)
+        a["programs"] = ln.programs if a["programs"] is None else min(a["programs"], ln.programs)
+    lines = ["| arch | kernel | dtype | max regs | max stack B | max smem B | warps | fewest programs (waves) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (arch, kernel, dtype), a in sorted(agg.items()):
+        lines.append(f"| sm_{arch} | {kernel} | {dtype} | {a['regs']} | {a['stack']} | {a['smem']} | "
+                     f"{'/'.join(map(str, sorted(a['warps'])))} | {a['programs']} ({a['programs'] / a['sms']:.1f}) |")
+    return "\n".join(lines)
+
+
 def to_json(rows) -> list:
     """The rows as plain dicts (for the test, which runs this script in a fresh process)."""
     out = []
@@ -267,6 +285,8 @@ def main(argv=None) -> int:
         os.environ["TRITON_CACHE_DIR"] = cache  # a fresh cache: nothing reused across runs
         rows = collect(shape_table(full=not args.quick), args.arch)
     print(format_table(rows))
+    print()
+    print(format_summary(rows))
     bad = violations(rows)
     for line in bad:
         print("VIOLATION:", line)

@@ -13,6 +13,8 @@ CUDA tensors with Triton installed use the Triton kernels (:mod:`genesae_fast.ke
 everything else the torch path (:mod:`genesae_fast.kernels.torch_path`). The environment
 variable ``GENESAE_KERNELS=auto|triton|torch`` (read at each call) forces one; ``triton``
 on CPU tensors needs ``TRITON_INTERPRET=1`` (Triton's interpreter, for tests).
+On the Triton path the encoder also chooses per call by k: the fused split-latent kernels
+for k <= 64, a row-chunked GEMM + ``torch.topk`` above (see :func:`_encoder` for why).
 Importing this module imports neither Triton nor the kernels and does not query CUDA.
 
 Deterministic mode: ``deterministic=True`` (or ``None`` with
