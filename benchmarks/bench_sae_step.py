@@ -5,8 +5,8 @@ step, decoder renormalisation, zero_grad. Same sizes, dtype (float32), data and 
 for every provider, so the ratios compare implementations only.
 
 * ``genesae``: ``genesae_fast.TopKSAE`` (ops dispatch: on CPU the torch path).
-* ``dense``: the naive implementation: dense ``[B, n]`` pre-activations, dense top-k
-  mask, dense decode ``codes @ W_dec``, plain autograd.
+* ``dense``: the naive implementation, ``genesae_fast.kernels.reference`` (dense ``[B, n]``
+  pre-activations, dense top-k, dense decode ``codes @ W_dec``), plain autograd.
 * ``sparsify``: ``sparsify.SparseCoder`` from the ``eai-sparsify`` package, its own CPU
   path (``SPARSIFY_DISABLE_TRITON=1``: its Triton decoder needs CUDA).
 
@@ -35,6 +35,8 @@ os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
 
 import torch  # noqa: E402
 
+from genesae_fast.kernels.reference import sparse_decode_reference, topk_encode_reference  # noqa: E402
+
 D, K, B = 256, 32, 4096
 PROVIDERS = ("genesae", "dense", "sparsify")
 
@@ -56,10 +58,9 @@ class DenseTopKSAE(torch.nn.Module):
         self.b_dec = torch.nn.Parameter(torch.zeros(d))
 
     def forward(self, x):
-        pre = (x - self.b_dec) @ self.W_enc.T + self.b_enc
-        top = torch.topk(pre, self.k, dim=1)
-        codes = torch.zeros_like(pre).scatter(1, top.indices, top.values.relu())
-        return codes @ self.W_dec + self.b_dec
+        # the ops' definitions (kernels/reference.py): dense [B, n] pre-activations and codes
+        vals, idx = topk_encode_reference(x, self.W_enc, self.b_enc, self.k, self.b_dec)
+        return sparse_decode_reference(vals, idx, self.W_dec, self.b_dec)
 
     @torch.no_grad()
     def remove_parallel_grad_(self):
@@ -207,6 +208,45 @@ def _time_interleaved(steps_by_provider: dict, rounds: int) -> dict:
             step()
             times[p].append(time.perf_counter() - t)
     return {p: sorted(v)[len(v) // 2] for p, v in times.items()}
+
+
+def time_providers(calls: dict, rounds: int, device: str, title: str) -> dict:
+    """Median seconds per call (providers take turns each round) and, on CUDA, peak memory.
+
+    Prints one line per provider with its speed-up over ``dense`` measured in this run.
+    Shared by the per-op benchmarks (bench_topk_encode.py, bench_sparse_decode.py).
+    """
+    cuda = device == "cuda"
+
+    def timed(call):
+        if cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        call()
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    peak = {}
+    for p, call in calls.items():  # warm-up (compiles, autotune, allocator), then the peak
+        call()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            call()
+            torch.cuda.synchronize()
+            peak[p] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    times = {p: [] for p in calls}
+    for _ in range(rounds):
+        for p, call in calls.items():
+            times[p].append(timed(call))
+    med = {p: sorted(v)[len(v) // 2] for p, v in times.items()}
+    print(f"\n{title}")
+    print(f"{'provider':16s} {'ms':>9s} {'x dense':>8s} {'peak MiB':>9s}")
+    for p, t in med.items():
+        ratio = med["dense"] / t if "dense" in med else float("nan")
+        print(f"{p:16s} {t * 1e3:9.2f} {ratio:8.2f} {peak.get(p, float('nan')):9.0f}")
+    return med
 
 
 def main(argv=None) -> None:

@@ -13,6 +13,8 @@ CUDA tensors with Triton installed use the Triton kernels (:mod:`genesae_fast.ke
 everything else the torch path (:mod:`genesae_fast.kernels.torch_path`). The environment
 variable ``GENESAE_KERNELS=auto|triton|torch`` (read at each call) forces one; ``triton``
 on CPU tensors needs ``TRITON_INTERPRET=1`` (Triton's interpreter, for tests).
+On the Triton path the encoder also chooses per call by k: the fused split-latent kernels
+for k <= 64, a row-chunked GEMM + ``torch.topk`` above (see :func:`_encoder` for why).
 Importing this module imports neither Triton nor the kernels and does not query CUDA.
 
 Deterministic mode: ``deterministic=True`` (or ``None`` with
@@ -78,6 +80,35 @@ def _impl(module: str, t: Tensor):
     if backend_for(t) == "triton":
         return importlib.import_module(f"genesae_fast.kernels.{module}")
     return importlib.import_module("genesae_fast.kernels.torch_path")
+
+
+def _encoder(x: Tensor, k: int):
+    """The encoder forward function for this call: fused Triton, chunked GEMM + top-k, or torch.
+
+    On the Triton path the fused kernel holds each row's running top-k in registers, which
+    fits k <= ``FUSED_MAX_K`` (64) without spilling. Larger k (AuxK's k_aux = d / 2, i.e.
+    256 to 2048) would spill the register file, and the fused kernel's insertion steps grow
+    with k; there a row-chunked GEMM (cuBLAS, tensor cores; tf32 per torch's setting) plus
+    ``torch.topk`` (a radix select whose cost hardly depends on k) is faster. It keeps at
+    most a ``[rows, n]`` chunk of about 2**25 pre-activations alive, never ``[B, n]``. On
+    CUDA that path computes in the input dtype (bf16 GEMMs on tensor cores); on CPU
+    (interpreter tests) in float32.
+    """
+    mod = _impl("topk_encode", x)
+    if mod.__name__.endswith("torch_path"):
+        return mod.topk_encode
+    from genesae_fast.kernels.launch import FUSED_MAX_K
+
+    if k <= FUSED_MAX_K:
+        return mod.topk_encode
+    from genesae_fast.kernels import torch_path
+
+    ct = x.dtype if x.is_cuda else torch.float32
+
+    def chunked(x, W_enc, b_enc, k, b_dec, latent_mask):
+        return torch_path.topk_encode(x, W_enc, b_enc, k, b_dec, latent_mask, compute_dtype=ct)
+
+    return chunked
 
 
 def _deterministic(flag: Optional[bool]) -> bool:
@@ -166,7 +197,7 @@ def _topk_encode_op(
     x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int, b_dec: Optional[Tensor], latent_mask: Optional[Tensor],
     deterministic: bool,
 ) -> tuple[Tensor, Tensor]:
-    return _impl("topk_encode", x).topk_encode(x, W_enc, b_enc, k, b_dec, latent_mask)
+    return _encoder(x, k)(x, W_enc, b_enc, k, b_dec, latent_mask)
 
 
 @_topk_encode_op.register_fake
@@ -177,16 +208,17 @@ def _(x, W_enc, b_enc, k, b_dec, latent_mask, deterministic):
 @torch.library.custom_op("genesae_fast::topk_encode_backward", mutates_args=())
 def _topk_encode_backward_op(
     grad_vals: Tensor, x: Tensor, W_enc: Tensor, b_dec: Optional[Tensor], vals: Tensor, idx: Tensor,
-    need_x: bool, need_W: bool, need_b: bool, deterministic: bool,
+    *, need_x: bool, need_W: bool, need_b: bool, deterministic: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     dx, dW, db = _impl("topk_encode", x).topk_encode_backward(
-        grad_vals.contiguous(), x, W_enc, b_dec, vals, idx, need_x, need_W, need_b, deterministic
+        grad_vals.contiguous(), x, W_enc, b_dec, vals, idx,
+        need_x=need_x, need_W=need_W, need_b=need_b, deterministic=deterministic,
     )
     return _or_empty(dx, x), _or_empty(dW, W_enc), _or_empty(db, W_enc)
 
 
 @_topk_encode_backward_op.register_fake
-def _(grad_vals, x, W_enc, b_dec, vals, idx, need_x, need_W, need_b, deterministic):
+def _(grad_vals, x, W_enc, b_dec, vals, idx, *, need_x, need_W, need_b, deterministic):
     n = W_enc.shape[0]
     return (
         x.new_empty(x.shape if need_x else (0,)),
@@ -209,7 +241,8 @@ def _encode_backward(ctx, grad_vals, grad_idx):
     need_x, need_W, need_b, _, need_bdec = ctx.needs_input_grad[:5]
     need_bdec = need_bdec and ctx.has_b_dec
     dx, dW, db = _topk_encode_backward_op(
-        grad_vals, x, W_enc, b_dec, vals, idx, need_x or need_bdec, need_W, need_b, ctx.deterministic
+        grad_vals, x, W_enc, b_dec, vals, idx,
+        need_x=need_x or need_bdec, need_W=need_W, need_b=need_b, deterministic=ctx.deterministic,
     )
     # pre depends on x - b_dec, so b_dec's gradient is minus the batch sum of dx
     d_bdec = -dx.sum(0) if need_bdec else None
@@ -271,16 +304,16 @@ def _(vals, idx, W_dec, b_dec, deterministic):
 
 @torch.library.custom_op("genesae_fast::sparse_decode_backward", mutates_args=())
 def _sparse_decode_backward_op(
-    grad: Tensor, vals: Tensor, idx: Tensor, W_dec: Tensor, need_vals: bool, need_W: bool, deterministic: bool
+    grad: Tensor, vals: Tensor, idx: Tensor, W_dec: Tensor, *, need_vals: bool, need_W: bool, deterministic: bool
 ) -> tuple[Tensor, Tensor]:
     dvals, dW = _impl("sparse_decode", vals).sparse_decode_backward(
-        grad.contiguous(), vals, idx, W_dec, need_vals, need_W, deterministic
+        grad.contiguous(), vals, idx, W_dec, need_vals=need_vals, need_W=need_W, deterministic=deterministic
     )
     return _or_empty(dvals, vals), _or_empty(dW, W_dec)
 
 
 @_sparse_decode_backward_op.register_fake
-def _(grad, vals, idx, W_dec, need_vals, need_W, deterministic):
+def _(grad, vals, idx, W_dec, *, need_vals, need_W, deterministic):
     return vals.new_empty(vals.shape if need_vals else (0,)), W_dec.new_empty(W_dec.shape if need_W else (0,))
 
 
@@ -294,7 +327,9 @@ def _decode_setup(ctx, inputs, output):
 def _decode_backward(ctx, grad):
     vals, idx, W_dec = ctx.saved_tensors
     need_vals, _, need_W, need_bdec = ctx.needs_input_grad[:4]
-    dvals, dW = _sparse_decode_backward_op(grad, vals, idx, W_dec, need_vals, need_W, ctx.deterministic)
+    dvals, dW = _sparse_decode_backward_op(
+        grad, vals, idx, W_dec, need_vals=need_vals, need_W=need_W, deterministic=ctx.deterministic
+    )
     d_bdec = grad.sum(0) if (need_bdec and ctx.has_b_dec) else None
     return dvals if need_vals else None, None, dW if need_W else None, d_bdec, None
 

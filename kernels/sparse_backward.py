@@ -29,7 +29,7 @@ def centre(x, b_dec):
     return (x if b_dec is None else x - b_dec).contiguous()
 
 
-def encode_backward(prims, grad_vals, x, W_enc, b_dec, vals, idx, need_x, need_W, need_b, deterministic):
+def encode_backward(prims, grad_vals, x, W_enc, b_dec, vals, idx, *, need_x, need_W, need_b, deterministic):
     """Encoder backward over ``prims`` (a module with the row primitives): ``(dx, dW_enc, db_enc)``.
 
     Each is None when not needed; ``db_dec`` (``-dx.sum(0)``) is left to the caller.
@@ -45,7 +45,7 @@ def encode_backward(prims, grad_vals, x, W_enc, b_dec, vals, idx, need_x, need_W
     return dx, dW, db
 
 
-def decode_backward(prims, grad, vals, idx, W_dec, need_vals, need_W, deterministic):
+def decode_backward(prims, grad, vals, idx, W_dec, *, need_vals, need_W, deterministic):
     """Decoder backward over ``prims``: ``(dvals, dW_dec)``, each None when not needed.
 
     ``db_dec`` (``grad.sum(0)``) is left to the caller.

@@ -13,37 +13,15 @@ Backward, given ``grad [B, d]`` (the gradient of x_hat)::
 
 No pass costs O(B n d): the dense ``[B, n]`` code matrix is never formed. The three
 primitives and their Triton kernels live in :mod:`sparse_rows`; this module wires them
-into the op's forward and backward. The pure-torch reference is the dense matmul below.
+into the op's forward and backward. The definition is ``reference.sparse_decode_reference``.
 
 This module imports Triton at import time; it must only be imported on the Triton path.
 """
 from __future__ import annotations
 
-import torch
-
 from . import sparse_rows
 from .sparse_backward import decode_backward
 from .sparse_rows import gather_combine
-
-# --------------------------------------------------------------------------- reference
-
-
-def sparse_decode_reference(vals, idx, W_dec, b_dec=None):
-    """Dense definition of the decoder: scatter the codes into ``[B, n]``, multiply by W_dec.
-
-    Parameters
-    ----------
-    vals : [B, k]; idx : int64 [B, k]; W_dec : [n, d]; b_dec : [d] or None
-
-    Returns
-    -------
-    x_hat [B, d]. Differentiable through torch autograd.
-    """
-    codes = torch.zeros(vals.shape[0], W_dec.shape[0], dtype=vals.dtype, device=vals.device)
-    codes = codes.scatter_add(1, idx, vals)
-    out = codes @ W_dec
-    return out if b_dec is None else out + b_dec
-
 
 # --------------------------------------------------------------------------- launchers
 
@@ -53,6 +31,6 @@ def sparse_decode(vals, idx, W_dec, b_dec=None):
     return gather_combine(idx, vals, W_dec, b_dec)
 
 
-def sparse_decode_backward(grad, vals, idx, W_dec, need_vals, need_W, deterministic):
-    """Triton decoder backward: ``(dvals, dW_dec)`` (math in :mod:`sparse_backward`)."""
-    return decode_backward(sparse_rows, grad, vals, idx, W_dec, need_vals, need_W, deterministic)
+def sparse_decode_backward(grad, vals, idx, W_dec, **needs):
+    """Triton decoder backward: ``(dvals, dW_dec)``; ``needs``: need_vals, need_W, deterministic."""
+    return decode_backward(sparse_rows, grad, vals, idx, W_dec, **needs)

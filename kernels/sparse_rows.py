@@ -18,8 +18,14 @@ Each costs O(B * k * d); none touches the ``n - k`` unused rows of a row of the 
 ``scatter_outer`` has two Triton kernels: atomics (fast; the order of the floating-point
 additions into one output row varies run to run) and a deterministic sorted segment
 reduction (the flat index is sorted once, then one program per (latent, column block)
-sums its segment in a fixed order). The references below are the definitions, written
-with dense one-hot matrices for clarity (test-sized inputs only).
+sums its segment in a fixed order). Their definitions (dense one-hot matrices) are in
+:mod:`reference`; block sizes, warps and stages come from :mod:`launch`.
+
+Registers: every kernel works on 2-D ``[rows, columns]`` tiles. ``gather_dot`` once
+loaded a 3-D ``[rows, slots, columns]`` tile of gathered table rows, which spilled
+kilobytes per thread; it now walks its slots one at a time over a 2-D tile and keeps
+only a ``[rows, slots]`` accumulator. Row offsets are int64 (``B * d`` and ``n * d`` may
+exceed 2**31).
 
 This module imports Triton at import time; it must only be imported on the Triton path.
 """
@@ -29,29 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-# --------------------------------------------------------------------------- references
-
-
-def gather_combine_reference(idx, w, table, bias=None):
-    """Dense definition of :func:`gather_combine`: ``one_hot(idx) weighted, summed @ table``."""
-    n = table.shape[0]
-    dense = torch.zeros(idx.shape[0], n, dtype=table.dtype, device=table.device)
-    dense.scatter_add_(1, idx, w.to(table.dtype))
-    out = dense @ table
-    return out if bias is None else out + bias
-
-
-def gather_dot_reference(idx, table, rows):
-    """Dense definition of :func:`gather_dot`: ``(rows @ table.T).gather(1, idx)``."""
-    return (rows @ table.T).gather(1, idx)
-
-
-def scatter_outer_reference(idx, w, rows, n):
-    """Dense definition of :func:`scatter_outer`: ``(one_hot(idx) * w).T @ rows`` and its row sums."""
-    dense = torch.zeros(idx.shape[0], n, dtype=rows.dtype, device=rows.device)
-    dense.scatter_add_(1, idx, w.to(rows.dtype))
-    return dense.T @ rows, dense.sum(0)
-
+from . import launch
 
 # --------------------------------------------------------------------------- kernels
 
@@ -98,26 +82,27 @@ def _gather_dot_kernel(
     d,
     stride_table,
     BLOCK_B: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    BLOCK_J: tl.constexpr,  # slots j per program
     BLOCK_D: tl.constexpr,
 ):
-    """out[b, j] = sum_c table[idx[b, j], c] * rows[b, c], accumulated in fp32."""
+    """out[b, j] = sum_c table[idx[b, j], c] * rows[b, c], accumulated in fp32, 2-D tiles only."""
     r = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
-    j = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
-    m_bk = (r < B)[:, None] & (j < k)[None, :]
-    ix = tl.load(idx_ptr + r[:, None] * k + j[None, :], mask=m_bk, other=0)
-    acc = tl.zeros([BLOCK_B, BLOCK_K], dtype=tl.float32)
+    rmask = r < B
+    jr = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
+    acc = tl.zeros([BLOCK_B, BLOCK_J], dtype=tl.float32)
     for d0 in range(0, d, BLOCK_D):
         c = d0 + tl.arange(0, BLOCK_D)
-        cm = c < d
-        g = tl.load(rows_ptr + r[:, None] * d + c[None, :], mask=(r < B)[:, None] & cm[None, :], other=0.0)
-        t = tl.load(
-            table_ptr + ix[:, :, None] * stride_table + c[None, None, :],
-            mask=m_bk[:, :, None] & cm[None, None, :],
-            other=0.0,
-        )
-        acc += tl.sum(t.to(tl.float32) * g.to(tl.float32)[:, None, :], axis=2)
-    tl.store(out_ptr + r[:, None] * k + j[None, :], acc.to(out_ptr.dtype.element_ty), mask=m_bk)
+        m2 = rmask[:, None] & (c < d)[None, :]
+        g = tl.load(rows_ptr + r[:, None] * d + c[None, :], mask=m2, other=0.0).to(tl.float32)
+        for jj in range(0, BLOCK_J):
+            j = tl.program_id(1) * BLOCK_J + jj
+            jm = rmask & ((r * 0 + j) < k)  # a [BLOCK_B] mask (a scalar j < k breaks the interpreter at k = 1)
+            ix = tl.load(idx_ptr + r * k + j, mask=jm, other=0)
+            t = tl.load(table_ptr + ix[:, None] * stride_table + c[None, :], mask=jm[:, None] & m2, other=0.0)
+            part = tl.sum(t.to(tl.float32) * g, axis=1)
+            acc += tl.where((jr == j)[None, :], part[:, None], 0.0)
+    m_bk = rmask[:, None] & (jr < k)[None, :]
+    tl.store(out_ptr + r[:, None] * k + jr[None, :], acc.to(out_ptr.dtype.element_ty), mask=m_bk)
 
 
 @triton.jit
@@ -190,8 +175,8 @@ def _scatter_outer_segment_kernel(
 # --------------------------------------------------------------------------- launchers
 
 
-def _block_d(d: int) -> int:
-    return min(128, max(16, triton.next_power_of_2(d)))
+def _device(t):
+    return launch.device_spec(t.device)
 
 
 def gather_combine(idx, w, table, bias=None):
@@ -214,11 +199,10 @@ def gather_combine(idx, w, table, bias=None):
     if B == 0 or d == 0:
         return out
     idx, w, table = idx.contiguous(), w.contiguous(), table.contiguous()
-    BLOCK_B, BLOCK_D = 32, _block_d(d)
-    grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(d, BLOCK_D))
-    _gather_combine_kernel[grid](
+    p = launch.gather_combine_plan(B, k, d, _device(table))
+    _gather_combine_kernel[p.grid](
         idx, w, table, bias if bias is not None else table, out, B, k, d, table.stride(0),
-        HAS_BIAS=bias is not None, BLOCK_B=BLOCK_B, BLOCK_D=BLOCK_D,
+        HAS_BIAS=bias is not None, num_warps=p.num_warps, num_stages=p.num_stages, **p.constexprs,
     )
     return out
 
@@ -244,10 +228,9 @@ def gather_dot(idx, table, rows):
     if d == 0:
         return out.zero_()
     idx, table, rows = idx.contiguous(), table.contiguous(), rows.contiguous()
-    BLOCK_B, BLOCK_K, BLOCK_D = 16, min(32, triton.next_power_of_2(k)), min(64, _block_d(d))
-    grid = (triton.cdiv(B, BLOCK_B), triton.cdiv(k, BLOCK_K))
-    _gather_dot_kernel[grid](
-        idx, table, rows, out, B, k, d, table.stride(0), BLOCK_B=BLOCK_B, BLOCK_K=BLOCK_K, BLOCK_D=BLOCK_D
+    p = launch.gather_dot_plan(B, k, d, _device(rows))
+    _gather_dot_kernel[p.grid](
+        idx, table, rows, out, B, k, d, table.stride(0), num_warps=p.num_warps, num_stages=p.num_stages, **p.constexprs
     )
     return out
 
@@ -276,8 +259,6 @@ def scatter_outer(idx, w, rows, n, with_bias=False, deterministic=False):
     if B == 0 or k == 0 or n == 0:
         return out, bias_out
     idx, w, rows = idx.contiguous(), w.contiguous(), rows.contiguous()
-    BLOCK_D = _block_d(d) if d else 16
-    n_dblocks = max(1, triton.cdiv(d, BLOCK_D))
     dummy = bias_out if with_bias else out
     if deterministic:
         flat = idx.reshape(-1)
@@ -287,13 +268,15 @@ def scatter_outer(idx, w, rows, n, with_bias=False, deterministic=False):
         latents = torch.arange(n, device=dev, dtype=sorted_idx.dtype)
         start = torch.searchsorted(sorted_idx, latents)
         end = torch.searchsorted(sorted_idx, latents, right=True)
-        _scatter_outer_segment_kernel[(n, n_dblocks)](
+        p = launch.scatter_segment_plan(n, d, _device(rows))
+        _scatter_outer_segment_kernel[p.grid](
             order, start, end, w, rows, out, dummy, k, d,
-            HAS_BIAS=with_bias, BLOCK_S=16, BLOCK_D=BLOCK_D,
+            HAS_BIAS=with_bias, num_warps=p.num_warps, num_stages=p.num_stages, **p.constexprs,
         )
     else:
-        BLOCK_B = 32
-        _scatter_outer_atomic_kernel[(triton.cdiv(B, BLOCK_B), n_dblocks)](
-            idx, w, rows, out, dummy, B, k, d, HAS_BIAS=with_bias, BLOCK_B=BLOCK_B, BLOCK_D=BLOCK_D
+        p = launch.scatter_atomic_plan(B, k, d, _device(rows))
+        _scatter_outer_atomic_kernel[p.grid](
+            idx, w, rows, out, dummy, B, k, d, HAS_BIAS=with_bias, num_warps=p.num_warps, num_stages=p.num_stages,
+            **p.constexprs,
         )
     return out, bias_out

@@ -18,19 +18,31 @@ Backward, given ``grad_vals [B, k]``; only the k kept entries of each row carry 
 If fewer than k latents are allowed (a latent mask with fewer than k ``True``), the extra
 slots hold value 0 (they carry no gradient); their index is any valid latent.
 
-The Triton kernel: a program owns ``BLOCK_B`` rows and sweeps the latents in tiles of
-``BLOCK_N``. For each tile it computes the ``[BLOCK_B, BLOCK_N]`` pre-activations with
-``tl.dot`` (fp32 accumulation) and packs each (value, latent) pair into one int64 key
-whose order is the float order (high 32 bits: the float's bits mapped to a monotone int32;
-low 32 bits: the latent). Each row keeps its k best keys so far in registers. While some
-row's best remaining tile key beats that row's current minimum, the key replaces the
-minimum (one insertion per row per step). After the first tiles the threshold is high and
-most tiles need only one max-reduction, so the expected number of insertions per row is
-about ``k * (1 + ln(n / k))`` for a random order of latents. Only max/min/argmin
-reductions and selects are used (no sort network), which keeps the kernel simple and
-fast under the interpreter too. Keys are unique (the latent is part of the key), so ties
-in value are broken deterministically (larger latent index first). The output order of
-the k pairs is unspecified.
+Two Triton kernels, parallel over rows *and* latents (so a 4096-token batch fills the
+GPU even though it has only 64 row blocks):
+
+1. ``_topk_encode_split_kernel``, grid (row blocks x latent splits). A program owns
+   ``BLOCK_B`` rows and one contiguous split of the latents, which it sweeps in tiles of
+   ``BLOCK_N``. For each tile it computes the ``[BLOCK_B, BLOCK_N]`` pre-activations with
+   ``tl.dot`` (tensor cores; fp32 accumulation; tf32 for fp32 inputs when
+   ``torch.backends.cuda.matmul.allow_tf32`` allows, else exact ``ieee``) and packs each
+   (value, latent) pair into one int64 key whose order is the float order (high 32 bits:
+   the float's bits mapped to a monotone int32; low 32 bits: the latent). Each row keeps
+   its k best keys of the split in registers: while some row's best remaining tile key
+   beats that row's current minimum, the key replaces the minimum (one insertion per row
+   per step). Late in the sweep few keys beat the threshold, so most tiles cost one
+   max-reduction; the expected number of insertions per row is about
+   ``k * (1 + ln(split / k))``. The k keys of each (row, split) go to a ``[B, splits * k]``
+   int64 candidate buffer (``B * splits * k * 8`` bytes, never ``[B, n]``).
+2. ``_topk_merge_kernel``, grid (row blocks): the k largest of each row's candidates with
+   Triton's bitonic ``tl.topk``, decoded into ``vals`` (relu) and ``idx``.
+
+Keys are unique (the latent is part of the key), so the result is the top-k of one total
+order (value, then larger latent first on ties): it does not depend on the split count
+or block sizes. The output order of the k pairs is unspecified. Block sizes, warps,
+stages and the split count come from :mod:`launch` (a function of the shape and the
+device's SM count). Large k (above ``launch.FUSED_MAX_K``) does not fit the register
+design; ``genesae_fast.ops`` runs it on the chunked GEMM + top-k path instead.
 
 This module imports Triton at import time; it must only be imported on the Triton path.
 """
@@ -42,31 +54,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import sparse_rows
+from . import launch, sparse_rows
 from .sparse_backward import centre, encode_backward
-
-# --------------------------------------------------------------------------- reference
-
-
-def topk_encode_reference(x, W_enc, b_enc, k, b_dec=None, latent_mask=None):
-    """Dense definition of the encoder (materialises ``[B, n]``; tests and small inputs).
-
-    Parameters
-    ----------
-    x : [B, d]; W_enc : [n, d]; b_enc : [n]; k : int; b_dec : [d] or None;
-    latent_mask : bool [n] or None
-
-    Returns
-    -------
-    vals [B, k] (x.dtype), idx int64 [B, k]. Differentiable through torch autograd.
-    """
-    xc = x if b_dec is None else x - b_dec
-    pre = xc @ W_enc.T + b_enc
-    if latent_mask is not None:
-        pre = pre.masked_fill(~latent_mask, float("-inf"))
-    top, idx = torch.topk(pre, k, dim=1)
-    return torch.relu(top), idx
-
 
 # --------------------------------------------------------------------------- kernel
 
@@ -78,19 +67,27 @@ def _float_to_key_hi(v):
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
+
+
 @triton.jit
-def _topk_encode_kernel(
+def _key_to_float(key):
+    hi = (key >> 32).to(tl.int32)
+    return (hi ^ ((hi >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _topk_encode_split_kernel(
     xc_ptr,  # [B, d] centred input x - b_dec, contiguous
     w_ptr,  # [n, d] W_enc, contiguous
     b_ptr,  # [n] b_enc
     mask_ptr,  # [n] uint8 latent mask, or a dummy when HAS_MASK is False
-    vals_ptr,  # [B, k] out
-    idx_ptr,  # [B, k] int64 out
+    cand_ptr,  # [B, splits * k] int64 out: each (row, split)'s k best keys
     B,
     n,
     d,
     k,
-    HAS_MASK: tl.constexpr,
+    split_len,  # latents per split, a multiple of BLOCK_N
+    HAS_MASK: tl.constexpr,  # constexpr so the mask branch compiles away
     BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
@@ -98,17 +95,20 @@ def _topk_encode_kernel(
     INPUT_PRECISION: tl.constexpr,  # "ieee" for exact fp32 products, "tf32" when allowed
     DOT_FP32: tl.constexpr,  # upcast tiles before tl.dot (the interpreter's bf16 dot is wrong)
 ):
-    """Running top-k of pre = xc @ W.T + b per row, then relu; see the module docstring."""
+    """Running top-k keys of pre = xc @ W.T + b over one latent split; see the module docstring."""
     SENTINEL: tl.constexpr = -9223372036854775808  # below every real key: an empty slot
     PAD: tl.constexpr = 9223372036854775807  # above every key: slots k..K_PAD-1, never replaced
     rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     rmask = rows < B
+    split = tl.program_id(1)
+    lo = split * split_len
+    hi = tl.minimum(lo + split_len, n)
     kk = tl.arange(0, K_PAD)
     best = tl.where((kk < k)[None, :], SENTINEL, PAD) + tl.zeros([BLOCK_B, K_PAD], dtype=tl.int64)
     worst = tl.min(best, axis=1)  # per-row entry threshold of the running set
-    for n0 in range(0, n, BLOCK_N):
+    for n0 in range(lo, hi, BLOCK_N):
         cols = n0 + tl.arange(0, BLOCK_N)
-        cmask = cols < n
+        cmask = cols < hi
         acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float32)
         for d0 in range(0, d, BLOCK_D):
             dd = d0 + tl.arange(0, BLOCK_D)
@@ -126,8 +126,7 @@ def _topk_encode_kernel(
         key = (_float_to_key_hi(acc).to(tl.int64) << 32) | cols.to(tl.int64)[None, :]
         key = tl.where(valid, key, SENTINEL)
         # Insert the tile's members that beat a row's current minimum, best first, one per
-        # row per step. Late in the sweep few keys beat the threshold, so most tiles cost
-        # one max-reduction and no step at all.
+        # row per step; most tiles late in the split cost one max-reduction and no step.
         tmax = tl.max(key, axis=1)
         while tl.max((tmax > worst).to(tl.int32), axis=0) > 0:
             take = tmax > worst
@@ -137,12 +136,34 @@ def _topk_encode_kernel(
             key = tl.where(take[:, None] & (key == tmax[:, None]), SENTINEL, key)
             tmax = tl.max(key, axis=1)
             worst = tl.min(best, axis=1)
-    hi = (best >> 32).to(tl.int32)
-    v = (hi ^ ((hi >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
-    ix = best & 0xFFFFFFFF
-    empty = best == SENTINEL  # fewer than k allowed latents: value 0, latent 0
-    v = tl.where(empty, 0.0, tl.maximum(v, 0.0))
-    ix = tl.where(empty, 0, ix)
+    n_splits = tl.num_programs(1)
+    om = rmask[:, None] & (kk < k)[None, :]
+    tl.store(cand_ptr + rows[:, None] * (n_splits * k) + split * k + kk[None, :], best, mask=om)
+
+
+@triton.jit
+def _topk_merge_kernel(
+    cand_ptr,  # [B, C] int64 candidate keys (C = splits * k), contiguous
+    vals_ptr,  # [B, k] out
+    idx_ptr,  # [B, k] int64 out
+    B,
+    C,
+    k,
+    BLOCK_B: tl.constexpr,
+    C_PAD: tl.constexpr,  # next power of two >= C (and >= K_PAD)
+    K_PAD: tl.constexpr,
+):
+    """The k largest candidate keys per row (bitonic tl.topk), decoded to relu(value), latent."""
+    SENTINEL: tl.constexpr = -9223372036854775808
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
+    rmask = rows < B
+    cc = tl.arange(0, C_PAD)
+    keys = tl.load(cand_ptr + rows[:, None] * C + cc[None, :], mask=rmask[:, None] & (cc < C)[None, :], other=SENTINEL)
+    top = tl.topk(keys, K_PAD, dim=1)  # descending: slots 0..k-1 are the answer
+    kk = tl.arange(0, K_PAD)
+    empty = top == SENTINEL  # fewer than k allowed latents: value 0, latent 0
+    v = tl.where(empty, 0.0, tl.maximum(_key_to_float(top), 0.0))
+    ix = tl.where(empty, 0, top & 0xFFFFFFFF)
     om = rmask[:, None] & (kk < k)[None, :]
     tl.store(vals_ptr + rows[:, None] * k + kk[None, :], v.to(vals_ptr.dtype.element_ty), mask=om)
     tl.store(idx_ptr + rows[:, None] * k + kk[None, :], ix, mask=om)
@@ -151,17 +172,29 @@ def _topk_encode_kernel(
 # --------------------------------------------------------------------------- launchers
 
 
-def topk_encode(x, W_enc, b_enc, k, b_dec=None, latent_mask=None):
-    """Triton encoder forward (inputs already validated by ``genesae_fast.ops``).
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def dot_precision(x) -> str:
+    """``"tf32"`` for fp32 CUDA inputs when torch allows tf32 matmuls, else ``"ieee"``."""
+    if x.dtype == torch.float32 and x.is_cuda and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def topk_encode(x, W_enc, b_enc, k, b_dec=None, latent_mask=None, *, splits=0):
+    """Triton encoder forward (inputs validated by ``genesae_fast.ops``; k <= launch.FUSED_MAX_K).
 
     Parameters
     ----------
     x : [B, d]; W_enc : [n, d]; b_enc : [n]; k : int, 1 <= k <= n; b_dec : [d] or None;
     latent_mask : bool [n] or None
+    splits : int, keyword-only; > 0 forces the latent split count (tests), 0 = planned.
 
     Returns
     -------
-    vals [B, k] (x.dtype), idx int64 [B, k], in descending order of pre-activation.
+    vals [B, k] (x.dtype), idx int64 [B, k]; the order of the k pairs is unspecified.
     """
     B, d = x.shape
     n = W_enc.shape[0]
@@ -171,22 +204,23 @@ def topk_encode(x, W_enc, b_enc, k, b_dec=None, latent_mask=None):
         return vals, idx
     xc = centre(x, b_dec)
     W = W_enc.contiguous()
-    K_PAD = triton.next_power_of_2(k)
-    BLOCK_N = 64
-    # registers hold BLOCK_B x (BLOCK_N + K_PAD) keys: shrink the row block as k grows
-    BLOCK_B = 64 if K_PAD <= 32 else (32 if K_PAD <= 128 else 16)
-    interpreting = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-    BLOCK_D = min(64, max(16, triton.next_power_of_2(d)))
-    precision = "tf32" if (x.dtype == torch.float32 and x.is_cuda and torch.backends.cuda.matmul.allow_tf32) else "ieee"
+    half = x.dtype != torch.float32
+    plan = launch.encode_plan(B, n, d, k, half, launch.device_spec(x.device), splits=splits)
+    cand = torch.empty(B, plan.splits * k, dtype=torch.int64, device=x.device)
     mask = latent_mask.to(torch.uint8).contiguous() if latent_mask is not None else W
-    _topk_encode_kernel[(triton.cdiv(B, BLOCK_B),)](
-        xc, W, b_enc.contiguous(), mask, vals, idx, B, n, d, k,
-        HAS_MASK=latent_mask is not None, BLOCK_B=BLOCK_B, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
-        K_PAD=K_PAD, INPUT_PRECISION=precision, DOT_FP32=interpreting and x.dtype != torch.float32,
+    sp = plan.split
+    _topk_encode_split_kernel[sp.grid](
+        xc, W, b_enc.contiguous(), mask, cand, B, n, d, k, plan.split_len,
+        HAS_MASK=latent_mask is not None, INPUT_PRECISION=dot_precision(x),
+        DOT_FP32=_interpreting() and half, num_warps=sp.num_warps, num_stages=sp.num_stages, **sp.constexprs,
+    )
+    mp = plan.merge
+    _topk_merge_kernel[mp.grid](
+        cand, vals, idx, B, plan.splits * k, k, num_warps=mp.num_warps, num_stages=mp.num_stages, **mp.constexprs
     )
     return vals, idx
 
 
-def topk_encode_backward(grad_vals, x, W_enc, b_dec, vals, idx, need_x, need_W, need_b, deterministic):
-    """Triton encoder backward: ``(dx, dW_enc, db_enc)`` (math in :mod:`sparse_backward`)."""
-    return encode_backward(sparse_rows, grad_vals, x, W_enc, b_dec, vals, idx, need_x, need_W, need_b, deterministic)
+def topk_encode_backward(grad_vals, x, W_enc, b_dec, vals, idx, **needs):
+    """Triton encoder backward: ``(dx, dW_enc, db_enc)``; ``needs``: need_x, need_W, need_b, deterministic."""
+    return encode_backward(sparse_rows, grad_vals, x, W_enc, b_dec, vals, idx, **needs)

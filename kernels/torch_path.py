@@ -47,17 +47,19 @@ def _centre(x, b_dec):
 # --------------------------------------------------------------------------- encoder
 
 
-def topk_encode(x, W_enc, b_enc, k, b_dec=None, latent_mask=None):
-    """Encoder forward by row blocks: ``vals [B, k]`` (x.dtype), ``idx int64 [B, k]``.
+def topk_encode(x, W_enc, b_enc, k, b_dec=None, latent_mask=None, *, compute_dtype=None):
+    """Encoder forward by row blocks (GEMM + top-k): ``vals [B, k]`` (x.dtype), ``idx int64 [B, k]``.
 
     Parameters
     ----------
     x : [B, d]; W_enc : [n, d]; b_enc : [n]; k : int; b_dec : [d] or None;
     latent_mask : bool [n] or None (False: never chosen)
+    compute_dtype : dtype of the GEMM and selection; None = float32 for half inputs
+        (CPU GEMMs are faster and exact in fp32), else x.dtype.
     """
     B = x.shape[0]
     n = W_enc.shape[0]
-    ct = _compute_dtype(x.dtype)
+    ct = compute_dtype or _compute_dtype(x.dtype)
     W = W_enc.to(ct)
     b = b_enc.to(ct)
     xc = _centre(x, b_dec).to(ct)
@@ -79,9 +81,9 @@ def topk_encode(x, W_enc, b_enc, k, b_dec=None, latent_mask=None):
     return vals, idx
 
 
-def topk_encode_backward(grad_vals, x, W_enc, b_dec, vals, idx, need_x, need_W, need_b, deterministic):
-    """Torch-path encoder backward: ``(dx, dW_enc, db_enc)`` (math in :mod:`sparse_backward`)."""
-    return encode_backward(sys.modules[__name__], grad_vals, x, W_enc, b_dec, vals, idx, need_x, need_W, need_b, deterministic)
+def topk_encode_backward(grad_vals, x, W_enc, b_dec, vals, idx, **needs):
+    """Torch-path encoder backward: ``(dx, dW_enc, db_enc)``; ``needs`` as in :func:`sparse_backward.encode_backward`."""
+    return encode_backward(sys.modules[__name__], grad_vals, x, W_enc, b_dec, vals, idx, **needs)
 
 
 # --------------------------------------------------------------------------- decoder
@@ -93,9 +95,9 @@ def sparse_decode(vals, idx, W_dec, b_dec=None):
     return out if b_dec is None else out + b_dec
 
 
-def sparse_decode_backward(grad, vals, idx, W_dec, need_vals, need_W, deterministic):
-    """Torch-path decoder backward: ``(dvals, dW_dec)`` (math in :mod:`sparse_backward`)."""
-    return decode_backward(sys.modules[__name__], grad, vals, idx, W_dec, need_vals, need_W, deterministic)
+def sparse_decode_backward(grad, vals, idx, W_dec, **needs):
+    """Torch-path decoder backward: ``(dvals, dW_dec)``; ``needs`` as in :func:`sparse_backward.decode_backward`."""
+    return decode_backward(sys.modules[__name__], grad, vals, idx, W_dec, **needs)
 
 
 # --------------------------------------------------------------------------- primitives

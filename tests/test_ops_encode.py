@@ -1,5 +1,8 @@
 """genesae_fast.ops.topk_encode against float64 references, on the torch and Triton paths.
 
+The definition is ``genesae_fast.kernels.reference.topk_encode_reference``; the truth is
+that reference run in float64.
+
 Tolerance rule (flash-attention's): the op's distance from the float64 truth may be at
 most twice the distance of the plain-torch reference computed in the same dtype, plus a
 small atol. The Triton path runs under TRITON_INTERPRET=1 on a smaller grid that still
@@ -11,6 +14,7 @@ import pytest
 import torch
 
 from genesae_fast import ops  # TRITON_INTERPRET is set by conftest.py
+from genesae_fast.kernels.reference import topk_encode_reference
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 ATOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3, torch.float64: 1e-10}
@@ -83,16 +87,17 @@ def run_case(B, d, n, k, dtype, seed=0, integer=False, mask=None):
         p_masked = p
     k_eff = min(k, n if mask is None else int(mask.sum()))
     # values: the sorted kept values against the float64 truth, tie-proof
-    truth = torch.topk(p_masked, k, dim=1).values.clamp_min(0).nan_to_num(neginf=0.0)
-    pl = ((x - bd) @ W.T + b)
-    if mask is not None:
-        pl = pl.masked_fill(~mask, float("-inf"))
-    ref_lowp = torch.topk(pl.double(), k, dim=1).values.clamp_min(0).nan_to_num(neginf=0.0)
+    truth = topk_encode_reference(*(t.double() for t in (x, W, b)), k, bd.double(), mask)[0]
+    ref_lowp = topk_encode_reference(x, W, b, k, bd, mask)[0]
     srt = lambda t: t.double().sort(1, descending=True).values  # noqa: E731
     assert_close_to_truth(srt(vals), srt(truth), srt(ref_lowp), ATOL[dtype], "vals")
     if dtype == torch.float32 or integer:
         check_valid_topk(vals, idx, p, k, 1e-5, mask)
-    assert k_eff >= 0
+    # any dtype: each row names k_eff distinct allowed latents (no duplicates, none masked)
+    if B:
+        chosen = torch.zeros(B, n, dtype=torch.bool).scatter_(1, idx, True)
+        allowed = torch.ones(n, dtype=torch.bool) if mask is None else mask
+        assert ((chosen & allowed).sum(1) == k_eff).all()
     return x, W, b, bd, vals, idx
 
 
@@ -114,6 +119,9 @@ TRITON_CASES = [
     (7, 13, 64, 64, torch.float16),  # k = n
     (70, 33, 64, 5, torch.float32),  # two row blocks, k not a power of two
     (3, 70, 130, 16, torch.float16),  # d over one block, n not a tile multiple
+    (5, 13, 300, 64, torch.float32),  # the largest k of the fused kernel, several splits
+    (5, 13, 150, 100, torch.bfloat16),  # k > FUSED_MAX_K: the chunked GEMM + top-k path
+    (3, 13, 130, 130, torch.float32),  # k = n on the chunked path
 ]
 
 
@@ -218,3 +226,47 @@ def test_encode_deterministic_is_bitwise_repeatable(backend):
         v.sum().backward()
         grads.append(Wl.grad)
     assert torch.equal(grads[0], grads[1])
+
+
+# ------------------------------------------------------------------ the fused kernel's plans
+
+
+def tie_broken_topk(pre, k):
+    """The fused kernel's total order: larger value first, then larger latent (exact data)."""
+    n = pre.shape[1]
+    rank = pre * (2 * n) + torch.arange(n, dtype=pre.dtype)  # exact for small integers
+    return torch.topk(rank, k, dim=1).indices
+
+
+@pytest.mark.parametrize("B,d,n,k,dtype", [(7, 13, 257, 8, torch.float32), (9, 6, 200, 16, torch.bfloat16), (2, 5, 64, 1, torch.float32)])
+def test_split_count_does_not_change_the_result(B, d, n, k, dtype):
+    """Any latent split (1 up to one per tile) gives bit-identical vals and the same idx."""
+    from genesae_fast.kernels import topk_encode as te
+
+    x, W, b, _ = make_inputs(B, d, n, dtype, seed=8, integer=True)  # no b_dec: every sum exact
+    outs = [te.topk_encode(x, W, b, k, splits=s) for s in (1, 2, 3, 64)]
+    by_latent = lambda v, i: (i.sort(1).values, v.gather(1, i.argsort(1)))  # noqa: E731
+    for v, i in outs[1:]:
+        for got, want in zip(by_latent(v, i), by_latent(*outs[0])):
+            assert torch.equal(got, want)
+    # ties (integer data) are broken by the larger latent: the same set as the total order
+    want = tie_broken_topk(x.double() @ W.double().T + b.double(), k)
+    assert torch.equal(outs[0][1].sort(1).values, want.sort(1).values)
+
+
+def test_path_is_chosen_per_call_by_k(monkeypatch):
+    """k <= FUSED_MAX_K runs the fused kernels; larger k the chunked GEMM + top-k."""
+    from genesae_fast.kernels import launch
+    from genesae_fast.kernels import topk_encode as te
+
+    use(monkeypatch, "triton")
+    x = torch.zeros(2, 4)
+    assert ops._encoder(x, launch.FUSED_MAX_K) is te.topk_encode
+    assert ops._encoder(x, launch.FUSED_MAX_K + 1) is not te.topk_encode
+    use(monkeypatch, "torch")
+    assert ops._encoder(x, 1).__module__.endswith("torch_path")
+
+
+def test_large_k_grads_triton(monkeypatch):
+    use(monkeypatch, "triton")
+    check_encode_grads(6, 13, 160, 80, torch.float32)
