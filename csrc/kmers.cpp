@@ -42,6 +42,10 @@
 #include "native.hpp"
 #include "parallel.hpp"
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace py = pybind11;
 
 namespace genesae {
@@ -68,7 +72,10 @@ struct Segment {
 using Sink = std::function<void(const u64* kmers, const u64* counts, std::size_t n)>;
 constexpr std::size_t kSinkChunk = std::size_t(1) << 16;
 
+struct Collected;  // rows gathered in memory (count_kmers), see below
+
 struct Options {
+    Collected* collect = nullptr;  // gather rows here instead of calling the sink
     int k = 1;
     int threads = 1;
     u64 min_count = 1;
@@ -117,6 +124,51 @@ inline void for_each_kmer(const Segment& seg, int k, Emit&& emit) {
         }
     }
 }
+
+// An uninitialised array of n words for large scratch. Fresh pages cost a fault and a
+// clear each; on Linux large arrays ask for transparent huge pages (512x fewer faults),
+// and nothing is zero-filled, since every word is written before it is read.
+class BigArray {
+  public:
+    BigArray() = default;
+    explicit BigArray(std::size_t n) : n_(n) {
+        if (n == 0) return;
+        constexpr std::size_t kHuge = std::size_t(2) << 20;
+        const std::size_t bytes = n * sizeof(u64);
+        if (bytes >= 2 * kHuge) {
+            const std::size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+            p_ = static_cast<u64*>(std::aligned_alloc(kHuge, rounded));
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+            if (p_) madvise(p_, rounded, MADV_HUGEPAGE);
+#endif
+        } else {
+            p_ = static_cast<u64*>(std::malloc(bytes));
+        }
+        if (!p_) throw std::bad_alloc();
+    }
+    BigArray(BigArray&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+    BigArray& operator=(BigArray&& o) noexcept {
+        std::swap(p_, o.p_);
+        std::swap(n_, o.n_);
+        return *this;
+    }
+    BigArray(const BigArray&) = delete;
+    BigArray& operator=(const BigArray&) = delete;
+    ~BigArray() { std::free(p_); }
+    u64* data() const { return p_; }
+    std::size_t size() const { return n_; }
+    u64& operator[](std::size_t i) const { return p_[i]; }
+
+  private:
+    u64* p_ = nullptr;
+    std::size_t n_ = 0;
+};
+
+// Every row of a count, for callers that want arrays rather than a stream.
+struct Collected {
+    BigArray kmers, counts;
+    std::size_t rows = 0;
+};
 
 // Hands rows to the sink in pieces of at most kSinkChunk.
 void sink_in_chunks(const Sink& sink, const u64* kmers, const u64* counts, std::size_t n) {
@@ -208,15 +260,33 @@ void count_dense(const std::vector<Segment>& segs, const Options& o, const Sink&
 // ---------------------------------------------------------------------------------------
 // Counting one block of k-mers that share all but their low `low_bits` bits.
 
-// LSD radix sort of v on bits [0, bits), 8 bits a pass; tmp is scratch of the same size.
+// LSD radix sort of v on bits [0, bits); tmp is scratch of the same size. Digits are up to
+// 11 bits wide (a 16 KiB histogram stays in L1), so 18 bits take 2 passes and 34 take 3;
+// the histograms of every pass are taken in one read of the data.
+template <typename Count>  // uint32_t while n < 2^32 (half the cache for the histograms)
 void radix_sort_low_bits(u64* v, u64* tmp, std::size_t n, int bits) {
+    if (bits <= 0) return;
+    const int passes = (bits + 10) / 11;
+    const int width = (bits + passes - 1) / passes;
+    const std::size_t radix = std::size_t(1) << width;
+    const u64 mask = radix - 1;
+    std::vector<Count> hist(static_cast<std::size_t>(passes) * radix, 0);
+    for (std::size_t i = 0; i < n; ++i) {
+        const u64 x = v[i];
+        for (int p = 0; p < passes; ++p) ++hist[p * radix + ((x >> (width * p)) & mask)];
+    }
     u64* src = v;
     u64* dst = tmp;
-    for (int shift = 0; shift < bits; shift += 8) {
-        std::size_t hist[257] = {0};
-        for (std::size_t i = 0; i < n; ++i) ++hist[((src[i] >> shift) & 0xff) + 1];
-        for (int b = 0; b < 256; ++b) hist[b + 1] += hist[b];
-        for (std::size_t i = 0; i < n; ++i) dst[hist[(src[i] >> shift) & 0xff]++] = src[i];
+    for (int p = 0; p < passes; ++p) {
+        Count* h = hist.data() + p * radix;
+        Count sum = 0;
+        for (std::size_t b = 0; b < radix; ++b) {
+            const Count c = h[b];
+            h[b] = sum;
+            sum += c;
+        }
+        const int shift = width * p;
+        for (std::size_t i = 0; i < n; ++i) dst[h[(src[i] >> shift) & mask]++] = src[i];
         std::swap(src, dst);
     }
     if (src != v) std::memcpy(v, src, n * sizeof(u64));
@@ -233,8 +303,9 @@ std::size_t count_block(u64* v, u64* tmp, std::size_t n, int low_bits, u64 min_c
     if (n == 0) return 0;
     const u64 floor = std::max<u64>(1, min_count);
     std::size_t m = 0;
-    // A tally table costs one pass over 2^low_bits slots: worth it only for full blocks.
-    if (low_bits <= kTallyBits && (n << 4) >= (std::size_t(1) << low_bits) && n < 0xffffffffULL) {
+    // A tally table costs a clear and a scan of 2^low_bits slots: it beats sorting only
+    // for blocks at least a quarter as large (measured at k = 11 and 13).
+    if (low_bits <= kTallyBits && (n << 2) >= (std::size_t(1) << low_bits) && n < 0xffffffffULL) {
         const u64 low_mask = (u64(1) << low_bits) - 1;
         const u64 prefix = v[0] & ~low_mask;
         tally.assign(std::size_t(1) << low_bits, 0);
@@ -248,19 +319,34 @@ std::size_t count_block(u64* v, u64* tmp, std::size_t n, int low_bits, u64 min_c
         }
         return m;
     }
-    radix_sort_low_bits(v, tmp, n, low_bits);
-    std::size_t i = 0;
-    while (i < n) {
-        std::size_t j = i + 1;
-        while (j < n && v[j] == v[i]) ++j;
-        if (j - i >= floor) {
-            v[m] = v[i];
-            tmp[m] = j - i;
-            ++m;
-        }
-        i = j;
+    if (n < 0xffffffffULL) {
+        radix_sort_low_bits<std::uint32_t>(v, tmp, n, low_bits);
+    } else {
+        radix_sort_low_bits<u64>(v, tmp, n, low_bits);
     }
-    return m;
+    // Run-length count without branches (most k-mers occur once, so a branch on "same as
+    // the last one" mispredicts constantly): row m is rewritten until the k-mer changes.
+    u64 prev = v[0], run = 1;
+    for (std::size_t i = 1; i < n; ++i) {
+        const u64 x = v[i];
+        const u64 step = x != prev;
+        tmp[m] = run;
+        m += step;
+        run = step ? 1 : run + 1;
+        v[m] = x;
+        prev = x;
+    }
+    tmp[m++] = run;
+    if (floor <= 1) return m;
+    std::size_t kept = 0;
+    for (std::size_t r = 0; r < m; ++r) {
+        if (tmp[r] >= floor) {
+            v[kept] = v[r];
+            tmp[kept] = tmp[r];
+            ++kept;
+        }
+    }
+    return kept;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -404,7 +490,7 @@ void count_in_memory(const std::vector<Segment>& segs, const Options& o, Buckets
     }
     // A second rolling pass scatters every k-mer straight into its bucket: rolling again
     // costs less than writing and re-reading a copy of all k-mers.
-    std::vector<u64> all(bk.total);
+    BigArray all(bk.total);
     const int shift = bk.shift;
     parallel_for(o.threads, segs.size(), [&](int, std::size_t s) {
         std::size_t* off = bk.offsets.data() + s * nb;
@@ -412,16 +498,29 @@ void count_in_memory(const std::vector<Segment>& segs, const Options& o, Buckets
         for_each_kmer<Canonical>(segs[s], o.k, [&](u64 x) { dst[off[x >> shift]++] = x; });
     });
     std::vector<std::size_t>().swap(bk.offsets);
-    // Scratch for the largest batch that fits what is left of the budget.
+    // Scratch for the largest batch that fits what is left of the budget; all of it when
+    // collecting, since the rows are then compacted in place into `all` and `tmp` and
+    // returned without a copy (fresh pages cost as much as counting).
     const u64 left = o.budget > bk.total * 8 ? (o.budget - bk.total * 8) / 8 : 0;
-    const u64 batch_items = std::max<u64>(left, *std::max_element(bk.sizes.begin(), bk.sizes.end()));
-    std::vector<u64> tmp(std::min<u64>(batch_items, bk.total));
+    const u64 batch_items = o.collect ? bk.total : std::max<u64>(left, *std::max_element(bk.sizes.begin(), bk.sizes.end()));
+    BigArray tmp(std::min<u64>(batch_items, bk.total));
+    std::size_t rows = 0;
+    const Sink compact = [&](const u64* km, const u64* ct, std::size_t n) {
+        std::memmove(all.data() + rows, km, n * sizeof(u64));  // rows <= source offset: moves down
+        std::memmove(tmp.data() + rows, ct, n * sizeof(u64));
+        rows += n;
+    };
     std::size_t begin = 0;
     for (std::size_t first = 0; first < nb;) {
         const std::size_t last = batch_end(bk.sizes, first, tmp.size());
-        count_batch(all.data() + begin, tmp.data(), bk.sizes, first, last, shift, o, sink);
+        count_batch(all.data() + begin, tmp.data(), bk.sizes, first, last, shift, o, o.collect ? compact : sink);
         for (std::size_t b = first; b < last; ++b) begin += bk.sizes[b];
         first = last;
+    }
+    if (o.collect) {
+        o.collect->kmers = std::move(all);
+        o.collect->counts = std::move(tmp);
+        o.collect->rows = rows;
     }
 }
 
@@ -514,7 +613,7 @@ void count_spilled(const std::vector<Segment>& segs, const Options& o, Buckets& 
         std::size_t last = first;
         std::size_t sum = 0;
         while (last < nb && bk.sizes[last] <= batch_items && sum + bk.sizes[last] <= batch_items) sum += bk.sizes[last++];
-        std::vector<u64> v(sum), tmp(sum);
+        BigArray v(sum), tmp(sum);
         load_buckets(files, bk.sizes, first, last, v.data(), o);
         for (std::size_t b = first; b < last; ++b) std::remove(files.path(b).c_str());
         count_batch(v.data(), tmp.data(), bk.sizes, first, last, shift, o, sink);
@@ -612,11 +711,12 @@ std::size_t count_kmers_stream_py(const std::vector<CodeArray>& arrays, int k, b
     return rows;
 }
 
-template <typename T>
-py::array_t<T> vector_to_numpy(std::vector<T>&& v) {
-    auto* holder = new std::vector<T>(std::move(v));
-    py::capsule owner(holder, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-    return py::array_t<T>({holder->size()}, {sizeof(T)}, holder->data(), owner);
+// The first `rows` words of a BigArray as a numpy array that owns it (no copy).
+py::array_t<u64> array_to_numpy(BigArray&& a, std::size_t rows) {
+    auto* holder = new BigArray(std::move(a));
+    py::capsule owner(holder, [](void* p) { delete static_cast<BigArray*>(p); });
+    static u64 empty = 0;
+    return py::array_t<u64>({rows}, {sizeof(u64)}, holder->data() ? holder->data() : &empty, owner);
 }
 
 py::tuple count_kmers_py(const std::vector<CodeArray>& arrays, int k, bool canonical, u64 min_count, int threads,
@@ -630,15 +730,22 @@ py::tuple count_kmers_py(const std::vector<CodeArray>& arrays, int k, bool canon
     o.threads = effective_threads(threads);
     o.min_count = min_count;
     const bool dense = use_dense(method, k, total, o.budget);
-    std::vector<u64> kmers, counts;
+    // The in-memory partition counter hands its own arrays over; the dense counter streams
+    // rows into room for every possible row, reserved but not touched until written.
+    const std::size_t bound = std::min<std::size_t>(total, std::size_t(1) << std::min(2 * k, 62));
+    Collected c;
+    o.collect = &c;
     {
         py::gil_scoped_release release;
         count_native(seqs, total, o, canonical, dense, [&](const u64* km, const u64* ct, std::size_t n) {
-            kmers.insert(kmers.end(), km, km + n);
-            counts.insert(counts.end(), ct, ct + n);
+            if (c.kmers.size() == 0) c.kmers = BigArray(bound), c.counts = BigArray(bound);
+            std::memcpy(c.kmers.data() + c.rows, km, n * sizeof(u64));
+            std::memcpy(c.counts.data() + c.rows, ct, n * sizeof(u64));
+            c.rows += n;
         });
     }
-    return py::make_tuple(vector_to_numpy(std::move(kmers)), vector_to_numpy(std::move(counts)));
+    const std::size_t rows = c.rows;
+    return py::make_tuple(array_to_numpy(std::move(c.kmers), rows), array_to_numpy(std::move(c.counts), rows));
 }
 
 py::bytes format_kmer_tsv_py(py::array_t<u64, py::array::c_style | py::array::forcecast> kmers,
