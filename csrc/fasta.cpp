@@ -167,10 +167,34 @@ py::array to_numpy(std::vector<std::uint8_t>&& v, bool as_bool) {
     return py::array(dt, {holder->size()}, {1}, holder->data(), owner);
 }
 
+// The bytes of a buffer that is safe to read as one run of bytes: single-byte items laid
+// out C-contiguously. Anything else (a strided or reversed view, int32 or float items) is
+// refused rather than read out of bounds or reinterpreted; callers copy such data first.
+struct ByteView {
+    const unsigned char* data;
+    std::size_t size;
+};
+
+ByteView contiguous_bytes(const py::buffer_info& info, const char* what) {
+    if (info.itemsize != 1) {
+        throw py::value_error(std::string(what) + " must be a buffer of single bytes, got items of " +
+                              std::to_string(info.itemsize) + " bytes (format '" + info.format + "')");
+    }
+    py::ssize_t expected = 1;
+    for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+        if (info.shape[d] > 1 && info.strides[d] != expected) {
+            throw py::value_error(std::string(what) + " must be a C-contiguous byte buffer (copy strided views first)");
+        }
+        expected *= info.shape[d];
+    }
+    return {static_cast<const unsigned char*>(info.ptr), static_cast<std::size_t>(info.size)};
+}
+
 py::list parse_fasta_py(py::buffer buffer) {
     py::buffer_info info = buffer.request();
-    const auto* data = static_cast<const unsigned char*>(info.ptr);
-    std::size_t n = static_cast<std::size_t>(info.size) * static_cast<std::size_t>(info.itemsize);
+    const ByteView bytes = contiguous_bytes(info, "FASTA data");
+    const auto* data = bytes.data;
+    std::size_t n = bytes.size;
     ParseResult result;
     {
         py::gil_scoped_release release;
@@ -190,8 +214,9 @@ py::list parse_fasta_py(py::buffer buffer) {
 
 py::array encode_bases_py(py::buffer buffer) {
     py::buffer_info info = buffer.request();
-    const auto* data = static_cast<const unsigned char*>(info.ptr);
-    std::size_t n = static_cast<std::size_t>(info.size) * static_cast<std::size_t>(info.itemsize);
+    const ByteView bytes = contiguous_bytes(info, "sequence");
+    const auto* data = bytes.data;
+    const std::size_t n = bytes.size;
     std::vector<std::uint8_t> codes(n);
     {
         py::gil_scoped_release release;
@@ -206,9 +231,11 @@ py::array encode_bases_py(py::buffer buffer) {
 void bind_fasta(py::module_& m) {
     m.def("parse_fasta", &parse_fasta_py, py::arg("buffer"),
           "Decode a FASTA byte buffer into a list of (header, codes uint8[n], softmask bool[n]).\n"
-          "Raises ValueError('line N: problem') on input that is not valid FASTA.");
+          "Raises ValueError('line N: problem') on input that is not valid FASTA, and on a buffer\n"
+          "that is not C-contiguous single bytes.");
     m.def("encode_bases", &encode_bases_py, py::arg("buffer"),
-          "Map ASCII bases to codes (A=0, C=1, G=2, T=3, anything else 4), any case.");
+          "Map ASCII bases to codes (A=0, C=1, G=2, T=3, anything else 4), any case.\n"
+          "The buffer must hold single bytes, C-contiguous (else ValueError).");
 }
 
 }  // namespace genesae

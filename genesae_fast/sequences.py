@@ -78,6 +78,8 @@ def parse_fasta_bytes(data: bytes, source: str = "<bytes>") -> list[Record]:
     """Decode FASTA text already in memory; ``source`` names it in error messages."""
     from genesae_fast import _native
 
+    if not isinstance(data, (bytes, bytearray)):
+        data = _byte_buffer(data)
     try:
         parsed = _native.parse_fasta(data)
     except ValueError as exc:
@@ -102,13 +104,39 @@ def read_fasta(path: str | os.PathLike) -> list[Record]:
     return parse_fasta_bytes(read_bytes(path), str(path))
 
 
-def encode(sequence: str | bytes) -> np.ndarray:
-    """Encode a sequence string into base codes (any case; non-ACGT becomes 4)."""
+def _byte_buffer(sequence) -> bytes | bytearray | memoryview | np.ndarray:
+    """A C-contiguous single-byte buffer of ``sequence``, copied when it is strided."""
+    if isinstance(sequence, str):
+        return sequence.encode("ascii", errors="replace")
+    if isinstance(sequence, (bytes, bytearray)):
+        return sequence
+    if isinstance(sequence, np.ndarray):
+        if sequence.dtype not in (np.uint8, np.int8) and sequence.dtype != np.dtype("S1"):
+            raise InputError(f"encode: expected text or a uint8/int8/S1 array, got a {sequence.dtype} array")
+        return np.ascontiguousarray(sequence.reshape(-1)).view(np.uint8)
+    if isinstance(sequence, memoryview):
+        if sequence.itemsize != 1 or sequence.format not in ("B", "b", "c"):
+            raise InputError(f"encode: expected a view of bytes, got items of format {sequence.format!r}")
+        # tobytes() copies in logical order, so reversed or strided views read correctly.
+        return sequence if sequence.c_contiguous else sequence.tobytes()
+    raise InputError(f"encode: expected str, bytes or a uint8 array, got {type(sequence).__name__}")
+
+
+def encode(sequence: str | bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    """Encode a sequence into base codes (any case; non-ACGT becomes 4).
+
+    Parameters
+    ----------
+    sequence : str, bytes, bytearray, memoryview of bytes, or uint8/int8/S1 array
+        Strided or reversed views are copied first; wider items (int32, float64) are refused.
+
+    Returns
+    -------
+    numpy.ndarray, shape (L,), uint8
+    """
     from genesae_fast import _native
 
-    if isinstance(sequence, str):
-        sequence = sequence.encode("ascii", errors="replace")
-    return _native.encode_bases(sequence)
+    return _native.encode_bases(_byte_buffer(sequence))
 
 
 def decode(codes: np.ndarray, softmask: np.ndarray | None = None) -> str:

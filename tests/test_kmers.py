@@ -109,3 +109,201 @@ def test_tsv_output(tmp_path):
     out = tmp_path / "k.tsv"
     write_tsv(kmers, counts, 3, out)
     assert out.read_text() == "kmer\tcount\nACG\t1\nCGT\t1\nGTA\t1\nTAC\t1\n"
+
+
+# --- memory budget: spilled partitions give the same counts -----------------------------
+
+# Working-memory sizes (bytes for the counter alone): 16 bytes hold one k-mer, so the small
+# ones force every bucket to spill and be split again down to single k-mers.
+WORK_SIZES = [16, 160, 4096, 1 << 20]
+
+
+@pytest.mark.parametrize("k", [1, 3, 4, 5, 9, 13, 14, 21, 31])
+@pytest.mark.parametrize("canonical", [False, True])
+@pytest.mark.parametrize("min_count", [1, 3])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_budgeted_equals_unbudgeted_and_reference(rng, k, canonical, min_count, threads):
+    seqs = random_sequences(rng, n_records=4, max_len=300) + ["ACGT" * 20 + "A" * 60 + "CG" * 30]
+    expected = Counter({w: c for w, c in reference_counts(seqs, k, canonical).items() if c >= min_count})
+    recs = records_of(seqs)
+    free_k, free_c = count_kmers(recs, k, canonical=canonical, min_count=min_count, threads=threads)
+    assert as_counter(free_k, free_c, k) == expected
+    for work in WORK_SIZES:
+        km, ct = count_kmers(recs, k, canonical=canonical, min_count=min_count, threads=threads, working_memory=work)
+        np.testing.assert_array_equal(km, free_k)
+        np.testing.assert_array_equal(ct, free_c)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seqs=st.lists(st.text("ACGTNacgt", max_size=200), min_size=1, max_size=4), k=st.integers(1, 31),
+       canonical=st.booleans(), threads=st.integers(1, 3), min_count=st.integers(1, 4),
+       work=st.sampled_from(WORK_SIZES))
+def test_property_budgeted_matches_reference(seqs, k, canonical, threads, min_count, work):
+    km, ct = count_kmers(records_of(seqs), k, canonical=canonical, min_count=min_count, threads=threads,
+                         working_memory=work)
+    expected = Counter({w: c for w, c in reference_counts(seqs, k, canonical).items() if c >= min_count})
+    assert as_counter(km, ct, k) == expected
+
+
+@pytest.mark.parametrize("k", [11, 21])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_spilled_genome_equals_in_memory(tmp_path, k, threads):
+    # 400 kbp of the genome in 3 records, 1 MiB of working memory: ~25 spilled batches.
+    genome = read_fasta(data.genome_path())[0].codes[:400_000]
+    pieces = [genome[:150_001], genome[150_001:300_000], genome[300_000:]]
+    base_k, base_c = count_kmers(pieces, k, canonical=True, threads=threads)
+    km, ct = count_kmers(pieces, k, canonical=True, threads=threads, working_memory=1 << 20, spill_dir=tmp_path)
+    np.testing.assert_array_equal(km, base_k)
+    np.testing.assert_array_equal(ct, base_c)
+    assert list(tmp_path.iterdir()) == [], "spill files must be removed"
+
+
+def test_one_repeated_kmer_over_the_budget():
+    # 5,000 copies of one k-mer in a budget of 2 k-mers: counted without loading them.
+    km, ct = count_kmers(records_of(["A" * 5020]), 21, working_memory=32)
+    assert unpack(km, 21) == ["A" * 21] and ct.tolist() == [5000]
+
+
+def test_streamed_rows_come_in_order_and_pieces():
+    from genesae_fast.kmers import count_kmers_into
+
+    genome = read_fasta(data.genome_path())[0].codes[:300_000]
+    pieces: list[np.ndarray] = []
+    rows = count_kmers_into([genome], 21, lambda km, ct: pieces.append(km.copy()), working_memory=1 << 20)
+    joined = np.concatenate(pieces)
+    assert rows == len(joined) and len(pieces) > 1
+    assert np.all(joined[1:] > joined[:-1])
+    np.testing.assert_array_equal(joined, count_kmers([genome], 21)[0])
+
+
+def test_dense_and_auto_agree_under_a_budget():
+    genome = read_fasta(data.genome_path())[0].codes[:200_000]
+    base = count_kmers([genome], 9, canonical=True)
+    # 4^9 * 4 bytes = 1 MiB table fits 2 MiB; 200k k-mers * 16 bytes do not: auto picks dense.
+    for method in ["auto", "dense", "partition"]:
+        km, ct = count_kmers([genome], 9, canonical=True, method=method, working_memory=2 << 20, threads=2)
+        np.testing.assert_array_equal(km, base[0])
+        np.testing.assert_array_equal(ct, base[1])
+
+
+@pytest.mark.parametrize("text, size", [("300M", 300 << 20), ("2g", 2 << 30), ("1.5K", 1536), ("4096", 4096),
+                                         ("64MiB", 64 << 20), ("10 MB", 10 << 20)])
+def test_parse_memory(text, size):
+    from genesae_fast.kmers import parse_memory
+
+    assert parse_memory(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-5M", "0", "3X", "nan"])
+def test_parse_memory_refuses(text):
+    from genesae_fast.kmers import parse_memory
+
+    with pytest.raises(InputError, match="--memory"):
+        parse_memory(text)
+
+
+def test_budget_below_the_process_size_is_refused():
+    with pytest.raises(InputError, match="--memory 1M: too small"):
+        count_kmers(records_of(["ACGTACGT"]), 3, memory="1M")
+
+
+# --- native code that cannot kill Python ------------------------------------------------
+
+
+def test_worker_exception_becomes_python_exception():
+    from genesae_fast import _native
+
+    genome = read_fasta(data.genome_path())[0].codes
+    pieces = [genome[i : i + 200_000] for i in range(0, 2_000_000, 200_000)]
+    _native._set_kmer_fault(5)
+    try:
+        with pytest.raises(MemoryError):
+            count_kmers(pieces, 15, threads=2, method="partition")
+    finally:
+        _native._set_kmer_fault(-1)
+    # The process and the counter are fine afterwards.
+    km, ct = count_kmers(pieces[:1], 15, threads=2)
+    assert int(ct.sum()) == 200_000 - 14
+
+
+def test_huge_thread_count_is_capped():
+    recs = records_of(["ACGTTGCAAC" * 50])
+    base = count_kmers(recs, 5)
+    for method in ["partition", "dense"]:
+        km, ct = count_kmers(recs, 5, threads=100_000, method=method)
+        np.testing.assert_array_equal(km, base[0])
+        np.testing.assert_array_equal(ct, base[1])
+
+
+def test_min_count_at_the_uint64_limit():
+    km, ct = count_kmers(records_of(["ACGTACGT"]), 3, min_count=2**64 - 1)
+    assert len(km) == 0 and len(ct) == 0
+    with pytest.raises(InputError, match="min-count"):
+        count_kmers(records_of(["ACGT"]), 3, min_count=2**64)
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+def run_cli(args):
+    from click.testing import CliRunner
+
+    from genesae_fast.cli import cli
+
+    return CliRunner().invoke(cli, args)
+
+
+@pytest.fixture(scope="module")
+def small_genome(tmp_path_factory):
+    path = tmp_path_factory.mktemp("g") / "g.fa"
+    codes = read_fasta(data.genome_path())[0].codes[:120_000]
+    from genesae_fast.sequences import decode
+
+    seq = decode(codes)
+    path.write_text(f">a\n{seq[:70_000]}\n>b\n{seq[70_000:]}\n")
+    return path
+
+
+def test_cli_budgeted_output_equals_unbudgeted(tmp_path, small_genome):
+    free, tight = tmp_path / "free.tsv", tmp_path / "tight.tsv"
+    r1 = run_cli(["kmers", "--genome", str(small_genome), "-k", "17", "--canonical", "-o", str(free)])
+    r2 = run_cli(["kmers", "--genome", str(small_genome), "-k", "17", "--canonical", "--memory", "8G",
+                  "--threads", "100000", "-o", str(tight)])
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    assert free.read_bytes() == tight.read_bytes()
+    recs = read_fasta(small_genome)
+    km, ct = count_kmers(recs, 17, canonical=True)
+    lines = free.read_text().splitlines()
+    assert lines[0] == "kmer\tcount" and len(lines) == len(km) + 1
+    assert lines[1] == f"{unpack(int(km[0]), 17)}\t{ct[0]}"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--min-count", "99999999999999999999"], "--min-count"),
+    (["-o", "/nonexistent-folder/x.tsv"], "does not exist"),
+    (["--memory", "lots"], "--memory"),
+    (["--memory", "1M"], "too small"),
+])
+def test_cli_bad_options_give_one_line(small_genome, args, message):
+    result = run_cli(["kmers", "--genome", str(small_genome), "-k", "5", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("Error")]) == 1
+
+
+def test_cli_writes_through_a_fifo(tmp_path, small_genome):
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    result = run_cli(["kmers", "--genome", str(small_genome), "-k", "4", "-o", str(fifo)])
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert fifo.is_fifo(), "the FIFO must not be replaced by a regular file"
+    km, ct = count_kmers(read_fasta(small_genome), 4)
+    assert got[0].decode().splitlines()[1:] == [f"{w}\t{c}" for w, c in zip(unpack(km, 4), ct.tolist())]

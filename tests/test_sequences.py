@@ -151,3 +151,65 @@ def test_round_trip(tmp_path_factory, records, width, newline, compression):
         assert (a.name, a.description) == (b.name, b.description)
         np.testing.assert_array_equal(a.codes, b.codes)
         np.testing.assert_array_equal(a.softmask, b.softmask)
+
+
+# --- buffers: strided views are copied, wide items refused (never read out of bounds) ----
+
+
+def test_encode_reversed_memoryview_large():
+    raw = b"ACGT" * (1 << 22)
+    codes = encode(memoryview(raw)[::-1])
+    assert len(codes) == len(raw)
+    np.testing.assert_array_equal(codes[:8], [3, 2, 1, 0, 3, 2, 1, 0])
+    np.testing.assert_array_equal(np.bincount(codes), [1 << 22] * 4)
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda: np.frombuffer(b"ACGTACGT", np.uint8)[::2], "AGAG"),
+    (lambda: np.frombuffer(b"ACGTACGT", np.uint8)[::-3], "TAC"),
+    (lambda: memoryview(b"ACGTNacgt")[1::3], "CNG"),
+    (lambda: np.frombuffer(b"ACGTACGT", np.int8)[1::2], "CTCT"),
+    (lambda: np.array([b"a", b"C", b"t"], dtype="S1")[::-1], "TCA"),
+    (lambda: np.frombuffer(b"ACGTTGCA", np.uint8).reshape(2, 4)[:, 1:3], "CGGC"),
+    (lambda: bytearray(b"gattaca"), "GATTACA"),
+    (lambda: memoryview(bytearray(b"GGCC")), "GGCC"),
+])
+def test_encode_strided_and_other_byte_buffers(make, expected):
+    np.testing.assert_array_equal(encode(make()), reference_codes(expected))
+
+
+def test_encode_small_strided_view_gives_every_other_base():
+    assert encode(np.frombuffer(b"ACGTACGT", np.uint8)[::2]).tolist() == [0, 2, 0, 2]
+
+
+@pytest.mark.parametrize("value, message", [
+    (np.array([65, 67], dtype=np.int32), "int32 array"),
+    (np.array([65.0, 67.0]), "float64 array"),
+    (memoryview(np.array([65, 67], dtype=np.int32)), "format 'i'"),
+    ([65, 67], "got list"),
+    (12, "got int"),
+    (None, "got NoneType"),
+])
+def test_encode_refuses_non_byte_input(value, message):
+    with pytest.raises(InputError, match=message) as err:
+        encode(value)
+    assert "\n" not in str(err.value)
+
+
+def test_native_decoders_refuse_strided_and_wide_buffers():
+    from genesae_fast import _native
+
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _native.encode_bases(memoryview(b"ACGT")[::-1])
+    with pytest.raises(ValueError, match="single bytes"):
+        _native.encode_bases(np.zeros(4, dtype=np.int32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _native.parse_fasta(memoryview(b">a\nACGT\n")[::2])
+
+
+def test_parse_fasta_bytes_copies_strided_views():
+    text = b">a\nACGTNN\n"
+    recs = parse_fasta_bytes(np.frombuffer(text + text, np.uint8)[: len(text)][::1], "mem")
+    assert recs[0].sequence == "ACGTNN"
+    doubled = np.frombuffer(bytes(b for c in text for b in (c, 0)), np.uint8)[::2]
+    assert parse_fasta_bytes(doubled, "mem")[0].sequence == "ACGTNN"
