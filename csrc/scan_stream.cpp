@@ -63,7 +63,7 @@ struct Run {                                 // hits of a stretch of the genome,
 
 struct View {  // one entry's hits in one run
     const std::uint64_t* data = nullptr;
-    std::size_t n = 0;
+    std::size_t n = 0;  // hits (each stride_of(width) words)
 };
 
 void write_all(int fd, const void* data, std::size_t bytes, std::uint64_t offset) {
@@ -227,6 +227,8 @@ class StreamScanner {
     py::bytes format_motifs(std::size_t m0, std::size_t m1, bool bed);
     std::size_t sort_run(std::size_t r);
     py::bytes format_sorted(std::size_t lo, std::size_t hi);
+    py::tuple sorted_coords(std::size_t lo, std::size_t hi) const;
+    std::vector<std::string> record_names() const { return names_; }
 
    private:
     void scan_pending();
@@ -378,7 +380,8 @@ std::vector<View> StreamScanner::load_views(std::size_t r, std::size_t e0, std::
                                             std::vector<std::uint64_t>& buf) const {
     std::vector<View> out(e1 - e0);
     if (runs_.empty()) {  // the only run never left memory
-        for (std::size_t e = e0; e < e1; ++e) out[e - e0] = {runs_lists_[e].data(), runs_lists_[e].size()};
+        for (std::size_t e = e0; e < e1; ++e)
+            out[e - e0] = {runs_lists_[e].data(), runs_lists_[e].size() / stride_of(width(e))};
         return out;
     }
     const Run& run = runs_[r];
@@ -386,7 +389,8 @@ std::vector<View> StreamScanner::load_views(std::size_t r, std::size_t e0, std::
     buf.resize(b - a);
     if (b > a) read_all(spill_fd_, buf.data(), (b - a) * 8, run.file_off + a * 8);
     for (std::size_t e = e0; e < e1; ++e)
-        out[e - e0] = {buf.data() + (run.entry_off[e] - a), run.entry_off[e + 1] - run.entry_off[e]};
+        out[e - e0] = {buf.data() + (run.entry_off[e] - a),
+                       (run.entry_off[e + 1] - run.entry_off[e]) / stride_of(width(e))};
     return out;
 }
 
@@ -562,6 +566,25 @@ py::bytes StreamScanner::format_sorted(std::size_t lo, std::size_t hi) {
     return py::bytes(text);
 }
 
+py::tuple StreamScanner::sorted_coords(std::size_t lo, std::size_t hi) const {
+    if (lo > hi || hi > sorted_.size()) throw std::invalid_argument("range out of bounds");
+    const py::ssize_t n = static_cast<py::ssize_t>(hi - lo);
+    py::array_t<std::int32_t> rec(n);
+    py::array_t<std::int64_t> start(n), end(n);
+    auto* pr = rec.mutable_data();
+    auto* ps = start.mutable_data();
+    auto* pe = end.mutable_data();
+    for (std::size_t i = lo; i < hi; ++i) {
+        const std::int64_t gpos = static_cast<std::int64_t>(sorted_[i].gpos);
+        const std::size_t r = static_cast<std::size_t>(
+            std::upper_bound(record_starts_.begin(), record_starts_.end(), gpos) - record_starts_.begin() - 1);
+        pr[i - lo] = static_cast<std::int32_t>(r);
+        ps[i - lo] = gpos - record_starts_[r];
+        pe[i - lo] = ps[i - lo] + width(sorted_[i].entry);
+    }
+    return py::make_tuple(rec, start, end);
+}
+
 }  // namespace
 
 void bind_scan_stream(py::module_& m) {
@@ -599,7 +622,10 @@ void bind_scan_stream(py::module_& m) {
         .def("sort_run", &StreamScanner::sort_run, py::arg("run"),
              "Load run r (a stretch of the genome) in genome order for format_sorted; returns its hit count.")
         .def("format_sorted", &StreamScanner::format_sorted, py::arg("lo"), py::arg("hi"),
-             "BED lines of hits [lo, hi) of the run sort_run loaded.");
+             "BED lines of hits [lo, hi) of the run sort_run loaded.")
+        .def("sorted_coords", &StreamScanner::sorted_coords, py::arg("lo"), py::arg("hi"),
+             "(record int32, start int64, end int64) of the lines format_sorted(lo, hi) writes.")
+        .def("record_names", &StreamScanner::record_names, "Names of the records read so far, in file order.");
 }
 
 }  // namespace genesae
