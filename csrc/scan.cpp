@@ -404,7 +404,8 @@ void check_matrices(const py::array_t<std::int16_t, py::array::c_style | py::arr
 
 py::tuple pvalue_tables(py::array_t<std::int16_t, py::array::c_style | py::array::forcecast> cells,
                         py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> col_offsets,
-                        py::array_t<double, py::array::c_style | py::array::forcecast> bg, double pvalue, int threads) {
+                        py::array_t<double, py::array::c_style | py::array::forcecast> bg, double pvalue, int threads,
+                        bool from_threshold) {
     check_matrices(cells, col_offsets);
     if (bg.size() != 4) throw std::invalid_argument("bg must have 4 entries");
     if (!(pvalue > 0)) throw std::invalid_argument("pvalue must be > 0");
@@ -418,7 +419,14 @@ py::tuple pvalue_tables(py::array_t<std::int16_t, py::array::c_style | py::array
         const int nt = effective_threads(threads);
         std::vector<std::vector<double>> sa(nt), sb(nt);
         parallel_for(nt, n, [&](int tid, std::size_t e) {
-            tails[e] = pvalue_tail(cp + 4 * off[e], static_cast<int>(off[e + 1] - off[e]), bgp, pvalue, sa[tid], sb[tid]);
+            Tail& t = tails[e];
+            t = pvalue_tail(cp + 4 * off[e], static_cast<int>(off[e + 1] - off[e]), bgp, pvalue, sa[tid], sb[tid]);
+            if (from_threshold) {  // hits never need scores below the threshold
+                const std::size_t cut = std::min(t.pv.size(), static_cast<std::size_t>(t.threshold - t.start));
+                t.pv.erase(t.pv.begin(), t.pv.begin() + static_cast<std::ptrdiff_t>(cut));
+                t.pv.shrink_to_fit();
+                t.start = t.threshold;
+            }
         });
     }
     py::list tables;
@@ -477,12 +485,13 @@ py::tuple scan_pssms(const std::vector<py::array_t<std::uint8_t, py::array::c_st
 
 void bind_scan(py::module_& m) {
     m.def("pvalue_tables", &pvalue_tables, py::arg("cells"), py::arg("col_offsets"), py::arg("bg"),
-          py::arg("pvalue"), py::arg("threads") = 1,
+          py::arg("pvalue"), py::arg("threads") = 1, py::arg("from_threshold") = false,
           "FIMO's exact p-value tables (MEME's DP, same arithmetic) of integer matrices, from a start up.\n\n"
           "Returns (tables, starts, thresholds): tables[e][S - starts[e]] = P(score >= S) under the "
           "0-order background bg (A C G T) for S from starts[e] to the best score of entry e; "
           "thresholds[e] = min{S : P(score >= S) < pvalue} (best + 1 when none). starts[e] is low "
-          "enough that the threshold lies in the table; pvalue >= 1 gives whole tables (start 0).");
+          "enough that the threshold lies in the table; pvalue >= 1 gives whole tables (start 0). "
+          "from_threshold=True starts each table at its threshold (all a scan needs).");
     m.def("scan_pssms", &scan_pssms, py::arg("seqs"), py::arg("cells"), py::arg("col_offsets"),
           py::arg("thresholds"), py::arg("threads") = 1, py::arg("_fault_unit") = -1,
           "Exact integer PWM scan.\n\n"

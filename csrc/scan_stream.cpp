@@ -14,6 +14,9 @@
 // q and score values; hits are read back run by run and written as FIMO's TSV or BED lines:
 // motif by motif (records, then start, + before -) or in genome order (for indexed BED).
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -21,6 +24,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -43,6 +47,15 @@ constexpr std::uint64_t kScoreMask = (1u << kScoreBits) - 1;
 constexpr std::size_t kEntriesPerItem = 32;  // entries per work item when hits are filed
 const char kLetters[4] = {'A', 'C', 'G', 'T'};
 const char kComplement[4] = {'T', 'G', 'C', 'A'};
+
+// Hands memory freed by the worker threads back to the system. Short-lived workers allocate
+// in glibc's per-thread arenas, whose free chunks otherwise stay resident: without this the
+// peak RSS creeps up with the number of blocks and batches, i.e. with the genome.
+void release_free_memory() {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+}
 
 // Words per stored hit of width w: the header, then 2 bits per base.
 inline std::size_t stride_of(int width) { return 1 + static_cast<std::size_t>((width + 31) / 32); }
@@ -184,14 +197,55 @@ class StreamScanner {
         finished_ = true;
     }
 
-    py::tuple histograms() const {
-        py::array_t<std::int64_t> off(static_cast<py::ssize_t>(hist_off_.size()));
-        py::array_t<std::int64_t> hist(static_cast<py::ssize_t>(hist_.size()));
-        py::array_t<std::int32_t> thr(static_cast<py::ssize_t>(n_entries_));
-        std::copy(hist_off_.begin(), hist_off_.end(), off.mutable_data());
-        std::copy(hist_.begin(), hist_.end(), hist.mutable_data());
-        std::copy(thr_.begin(), thr_.end(), thr.mutable_data());
-        return py::make_tuple(off, thr, hist);
+    // Non-zero histogram bins of the entries of motifs [m0, m1): (offsets [k + 1] from 0, integer
+    // scores, counts), k = the number of those entries.
+    py::tuple bins(std::size_t m0, std::size_t m1) const {
+        check_motif_range(m0, m1);
+        const std::size_t e0 = m0 * strands_, e1 = m1 * strands_;
+        std::vector<std::int64_t> off(1, 0), count;
+        std::vector<std::int32_t> score;
+        for (std::size_t e = e0; e < e1; ++e) {
+            for (std::size_t k = hist_off_[e]; k < hist_off_[e + 1]; ++k) {
+                if (hist_[k] == 0) continue;
+                score.push_back(thr_[e] + static_cast<std::int32_t>(k - hist_off_[e]));
+                count.push_back(hist_[k]);
+            }
+            off.push_back(static_cast<std::int64_t>(score.size()));
+        }
+        return py::make_tuple(py::array_t<std::int64_t>(off.size(), off.data()),
+                              py::array_t<std::int32_t>(score.size(), score.data()),
+                              py::array_t<std::int64_t>(count.size(), count.data()));
+    }
+
+    // Hits of each motif.
+    py::array_t<std::int64_t> motif_hits() const {
+        py::array_t<std::int64_t> out(static_cast<py::ssize_t>(n_entries_ / strands_));
+        auto* o = out.mutable_data();
+        for (std::size_t m = 0; m < n_entries_ / strands_; ++m) {
+            std::int64_t n = 0;
+            for (std::size_t e = m * strands_; e < (m + 1) * strands_; ++e)
+                for (std::size_t k = hist_off_[e]; k < hist_off_[e + 1]; ++k) n += hist_[k];
+            o[m] = n;
+        }
+        return out;
+    }
+
+    // Hits of motifs [m0, m1) in each run.
+    py::array_t<std::int64_t> run_hits(std::size_t m0, std::size_t m1) const {
+        check_motif_range(m0, m1);
+        const std::size_t nr = n_runs();
+        py::array_t<std::int64_t> out(static_cast<py::ssize_t>(nr));
+        auto* o = out.mutable_data();
+        for (std::size_t r = 0; r < nr; ++r) {
+            std::int64_t n = 0;
+            for (std::size_t e = m0 * strands_; e < m1 * strands_; ++e) {
+                const std::size_t words = runs_.empty() ? runs_lists_[e].size()
+                                                        : runs_[r].entry_off[e + 1] - runs_[r].entry_off[e];
+                n += static_cast<std::int64_t>(words / stride_of(width(e)));
+            }
+            o[r] = n;
+        }
+        return out;
     }
 
     // valid[w] = windows of width w (1..max width) made only of A, C, G, T.
@@ -207,6 +261,15 @@ class StreamScanner {
     }
 
     std::size_t n_runs() const { return runs_.size() + (runs_.empty() && finished_ ? 1 : 0); }
+    void check_motif_range(std::size_t m0, std::size_t m1) const {
+        if (m0 > m1 || m1 > n_entries_ / strands_) throw std::invalid_argument("motif range out of bounds");
+    }
+    void set_names(const std::vector<std::string>& motif_ids, const std::vector<std::string>& alt_ids) {
+        if (motif_ids.size() * strands_ != n_entries_ || alt_ids.size() != motif_ids.size())
+            throw std::invalid_argument("one motif id and alt id per motif");
+        motif_ids_ = motif_ids;
+        alt_ids_ = alt_ids;
+    }
     std::int64_t total_bases() const { return total_; }
     std::size_t n_records() const { return names_.size(); }
     std::vector<std::int64_t> record_lengths() const {
@@ -216,15 +279,15 @@ class StreamScanner {
         return out;
     }
 
-    // Pass 2 setup: the text of each motif and each (entry, score) that occurs.
-    void set_text(const std::vector<std::string>& motif_ids, const std::vector<std::string>& alt_ids,
+    // Pass 2 setup: the text of each (entry, score) of motifs [m0, m1) that occurs.
+    void set_text(std::size_t m0, std::size_t m1,
                   py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> bin_off,
                   py::array_t<std::int32_t, py::array::c_style | py::array::forcecast> bin_score,
                   py::array_t<double, py::array::c_style | py::array::forcecast> score,
                   py::array_t<double, py::array::c_style | py::array::forcecast> pvalue,
                   py::array_t<double, py::array::c_style | py::array::forcecast> qvalue);
 
-    py::bytes format_motifs(std::size_t m0, std::size_t m1, bool bed);
+    py::bytes format_motifs(std::size_t m0, std::size_t m1, bool bed, std::size_t r0, std::size_t r1);
     std::size_t sort_run(std::size_t r);
     py::bytes format_sorted(std::size_t lo, std::size_t hi);
     py::tuple sorted_coords(std::size_t lo, std::size_t hi) const;
@@ -267,6 +330,7 @@ class StreamScanner {
 
     // pass 2 state
     std::vector<std::string> motif_ids_, alt_ids_;
+    std::size_t text_e0_ = 0, text_e1_ = 0;  // entries set_text covers
     std::vector<std::int64_t> bin_off_;
     std::vector<std::int32_t> bin_score_;
     std::string num_text_;                 // per bin: score, then "p\tq"
@@ -323,6 +387,8 @@ void StreamScanner::scan_pending() {
     }
     pending_.swap(rest);
     if (run_fill_ >= run_words_) flush_run();
+    per_unit.clear();
+    release_free_memory();
 }
 
 // Appends the block's hits to the per-entry lists (in genome order) and the histograms.
@@ -370,7 +436,8 @@ void StreamScanner::flush_run() {
         run.entry_off[e + 1] = run.entry_off[e] + list.size();
     }
     spill_end_ += run.entry_off.back() * 8;
-    for (auto& list : runs_lists_) list.clear();
+    // free, not just clear: each list's capacity would otherwise stay at its largest run
+    for (auto& list : runs_lists_) std::vector<std::uint64_t>().swap(list);
     run_fill_ = 0;
     runs_.push_back(std::move(run));
 }
@@ -394,37 +461,54 @@ std::vector<View> StreamScanner::load_views(std::size_t r, std::size_t e0, std::
     return out;
 }
 
-void StreamScanner::set_text(const std::vector<std::string>& motif_ids, const std::vector<std::string>& alt_ids,
+void StreamScanner::set_text(std::size_t m0, std::size_t m1,
                              py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> bin_off,
                              py::array_t<std::int32_t, py::array::c_style | py::array::forcecast> bin_score,
                              py::array_t<double, py::array::c_style | py::array::forcecast> score,
                              py::array_t<double, py::array::c_style | py::array::forcecast> pvalue,
                              py::array_t<double, py::array::c_style | py::array::forcecast> qvalue) {
-    if (motif_ids.size() * strands_ != n_entries_ || alt_ids.size() != motif_ids.size())
-        throw std::invalid_argument("one motif id and alt id per motif");
+    check_motif_range(m0, m1);
+    if (motif_ids_.empty() && m1 > m0) throw std::logic_error("set_names() first");
+    const std::size_t ne = (m1 - m0) * strands_;
     const std::size_t nb = static_cast<std::size_t>(bin_score.size());
-    if (static_cast<std::size_t>(bin_off.size()) != n_entries_ + 1 || static_cast<std::size_t>(score.size()) != nb ||
+    if (static_cast<std::size_t>(bin_off.size()) != ne + 1 || static_cast<std::size_t>(score.size()) != nb ||
         static_cast<std::size_t>(pvalue.size()) != nb || static_cast<std::size_t>(qvalue.size()) != nb ||
-        bin_off.data()[n_entries_] != static_cast<std::int64_t>(nb))
+        bin_off.data()[ne] != static_cast<std::int64_t>(nb))
         throw std::invalid_argument("bin arrays disagree in size");
-    motif_ids_ = motif_ids;
-    alt_ids_ = alt_ids;
-    bin_off_.assign(bin_off.data(), bin_off.data() + n_entries_ + 1);
+    text_e0_ = m0 * strands_;
+    text_e1_ = m1 * strands_;
+    bin_off_.assign(bin_off.data(), bin_off.data() + ne + 1);
     bin_score_.assign(bin_score.data(), bin_score.data() + nb);
+    // format in parallel slices, then lay the slices end to end
+    const std::size_t slice = 4096, n_slices = (nb + slice - 1) / slice;
+    std::vector<std::string> texts(n_slices);
+    std::vector<std::vector<std::size_t>> ats(n_slices);
+    const double *sc = score.data(), *pv = pvalue.data(), *qv = qvalue.data();
+    {
+        py::gil_scoped_release release;
+        parallel_for(threads_, n_slices, [&](int, std::size_t k) {
+            std::string& t = texts[k];
+            for (std::size_t b = k * slice; b < std::min(nb, (k + 1) * slice); ++b) {
+                t += format_double("%g", sc[b]);
+                ats[k].push_back(t.size());
+                t += format_double("%.3g", pv[b]);
+                t += '\t';
+                t += format_double("%.3g", qv[b]);
+                ats[k].push_back(t.size());
+            }
+        });
+    }
     num_text_.clear();
-    num_at_.assign(2 * nb + 1, 0);
-    for (std::size_t b = 0; b < nb; ++b) {
-        num_text_ += format_double("%g", score.data()[b]);
-        num_at_[2 * b + 1] = num_text_.size();
-        num_text_ += format_double("%.3g", pvalue.data()[b]);
-        num_text_ += '\t';
-        num_text_ += format_double("%.3g", qvalue.data()[b]);
-        num_at_[2 * b + 2] = num_text_.size();
+    num_at_.assign(1, 0);
+    for (std::size_t k = 0; k < n_slices; ++k) {
+        for (std::size_t a : ats[k]) num_at_.push_back(num_text_.size() + a);
+        num_text_ += texts[k];
     }
 }
 
 std::size_t StreamScanner::find_bin(std::size_t e, std::int32_t s) const {
-    const auto first = bin_score_.begin() + bin_off_[e], last = bin_score_.begin() + bin_off_[e + 1];
+    if (e < text_e0_ || e >= text_e1_) throw std::logic_error("a hit's motif has no text (set_text range)");
+    const auto first = bin_score_.begin() + bin_off_[e - text_e0_], last = bin_score_.begin() + bin_off_[e - text_e0_ + 1];
     const auto it = std::lower_bound(first, last, s);
     if (it == last || *it != s) throw std::logic_error("a hit's score has no text (set_text incomplete)");
     return static_cast<std::size_t>(it - bin_score_.begin());
@@ -511,29 +595,34 @@ std::size_t StreamScanner::motif_text(std::size_t m, const std::vector<std::vect
     return n;
 }
 
-py::bytes StreamScanner::format_motifs(std::size_t m0, std::size_t m1, bool bed) {
+// Lines of motifs [m0, m1) from runs [r0, r1), motif by motif: a motif whose hits span many
+// runs can be written in several calls (one per run range) in bounded memory.
+py::bytes StreamScanner::format_motifs(std::size_t m0, std::size_t m1, bool bed, std::size_t r0, std::size_t r1) {
     if (!finished_) throw std::logic_error("format_motifs() before finish()");
-    const std::size_t n_motifs = n_entries_ / strands_;
-    if (m0 > m1 || m1 > n_motifs) throw std::invalid_argument("motif range out of bounds");
-    std::string text;
+    check_motif_range(m0, m1);
+    r1 = std::min(r1, n_runs());
+    if (r0 > r1) throw std::invalid_argument("run range out of bounds");
+    std::vector<std::string> parts(m1 - m0);
     {
         py::gil_scoped_release release;
         const std::size_t e0 = m0 * strands_, e1 = m1 * strands_;
-        const std::size_t nr = std::max<std::size_t>(runs_.size(), 1);
-        std::vector<std::vector<std::uint64_t>> bufs(nr);
-        std::vector<std::vector<View>> views(nr);
-        for (std::size_t r = 0; r < nr; ++r) views[r] = load_views(r, e0, e1, bufs[r]);
-        std::vector<std::string> parts(m1 - m0);
+        std::vector<std::vector<std::uint64_t>> bufs(r1 - r0);
+        std::vector<std::vector<View>> views(r1 - r0);
+        for (std::size_t r = r0; r < r1; ++r) views[r - r0] = load_views(r, e0, e1, bufs[r - r0]);
         parallel_for(threads_, m1 - m0, [&](int, std::size_t k) { motif_text(m0 + k, views, e0, bed, parts[k]); });
-        std::size_t total = 0;
-        for (const auto& p : parts) total += p.size();
-        text.reserve(total);
-        for (auto& p : parts) {
-            text += p;
-            std::string().swap(p);
-        }
     }
-    return py::bytes(text);
+    std::size_t total = 0;
+    for (const auto& p : parts) total += p.size();
+    PyObject* out = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(total));
+    if (out == nullptr) throw py::error_already_set();
+    char* dst = PyBytes_AS_STRING(out);
+    for (auto& p : parts) {
+        std::memcpy(dst, p.data(), p.size());
+        dst += p.size();
+        std::string().swap(p);
+    }
+    release_free_memory();
+    return py::reinterpret_steal<py::bytes>(out);
 }
 
 // Loads run r and orders its hits by genome position, then motif, + before -. Returns the count.
@@ -590,7 +679,7 @@ py::tuple StreamScanner::sorted_coords(std::size_t lo, std::size_t hi) const {
 void bind_scan_stream(py::module_& m) {
     py::class_<StreamScanner>(m, "StreamScanner",
                               "Streaming exact PWM scan (see csrc/scan_stream.cpp): add() sequence pieces, finish(), "
-                              "read histograms() and valid_windows(), set_text(), then format_motifs() or "
+                              "read bins() and valid_windows(), set_names() and set_text(), then format_motifs() or "
                               "sort_run() + format_sorted().")
         .def(py::init<py::array_t<std::int16_t, py::array::c_style | py::array::forcecast>,
                       py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>,
@@ -604,21 +693,29 @@ void bind_scan_stream(py::module_& m) {
         .def("add", &StreamScanner::add, py::arg("codes"), py::arg("first"), py::arg("name") = std::string(),
              "Feed the next bases of the current record; first=True starts a new record called name.")
         .def("finish", &StreamScanner::finish)
-        .def("histograms", &StreamScanner::histograms,
-             "(offsets int64 [n_entries+1], thresholds int32 [n_entries], counts int64): hits of entry e with "
-             "integer score thresholds[e] + k are counts[offsets[e] + k].")
+        .def("bins", &StreamScanner::bins, py::arg("first"), py::arg("last"),
+             "Score histograms of the entries of motifs [first, last), non-zero bins only: (offsets int64 "
+             "[k+1], scores int32, counts int64); entry first*strands + i owns bins offsets[i]:offsets[i+1].")
+        .def("motif_hits", &StreamScanner::motif_hits, "int64 [n_motifs]: hits of each motif.")
+        .def("run_hits", &StreamScanner::run_hits, py::arg("first"), py::arg("last"),
+             "int64 [n_runs]: hits of motifs [first, last) in each run.")
+        .def("set_names", &StreamScanner::set_names, py::arg("motif_ids"), py::arg("alt_ids"),
+             "Per motif its id and alt id (UTF-8), as written in the output.")
         .def("valid_windows", &StreamScanner::valid_windows,
              "int64 [max_width + 1]: windows of each width made only of A, C, G, T.")
         .def_property_readonly("n_runs", &StreamScanner::n_runs)
         .def_property_readonly("total_bases", &StreamScanner::total_bases)
         .def_property_readonly("n_records", &StreamScanner::n_records)
         .def("record_lengths", &StreamScanner::record_lengths)
-        .def("set_text", &StreamScanner::set_text, py::arg("motif_ids"), py::arg("alt_ids"), py::arg("bin_offsets"),
+        .def("set_text", &StreamScanner::set_text, py::arg("first"), py::arg("last"), py::arg("bin_offsets"),
              py::arg("bin_scores"), py::arg("score"), py::arg("pvalue"), py::arg("qvalue"),
-             "Per motif its id and alt id (UTF-8); per entry e the sorted integer scores "
-             "bin_scores[bin_offsets[e]:bin_offsets[e+1]] that occur, with their reported score, p and q.")
+             "For motifs [first, last): per entry i (from first*strands) the sorted integer scores "
+             "bin_scores[bin_offsets[i]:bin_offsets[i+1]] that occur, with their reported score, p and q. "
+             "Replaces the previous set_text.")
         .def("format_motifs", &StreamScanner::format_motifs, py::arg("first"), py::arg("last"), py::arg("bed") = false,
-             "Text of the hits of motifs [first, last): FIMO's TSV lines (or BED), motif by motif.")
+             py::arg("run_first") = 0, py::arg("run_last") = std::numeric_limits<std::size_t>::max(),
+             "Text of the hits of motifs [first, last) in runs [run_first, run_last): FIMO's TSV lines "
+             "(or BED), motif by motif.")
         .def("sort_run", &StreamScanner::sort_run, py::arg("run"),
              "Load run r (a stretch of the genome) in genome order for format_sorted; returns its hit count.")
         .def("format_sorted", &StreamScanner::format_sorted, py::arg("lo"), py::arg("hi"),

@@ -175,10 +175,10 @@ def prepare_motifs(motifs: Sequence[Motif], background: np.ndarray, pvalue: floa
     widths = np.array([c.shape[0] for c in mats], dtype=np.int64)
     col_offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
     cells = np.ascontiguousarray(np.concatenate(mats) if mats else np.zeros((0, 4), np.int16), dtype=np.int16)
-    # Exact p-value tables in C++ (MEME's DP in the same arithmetic order), kept from just
-    # below the threshold up: hits never need lower scores.
+    # Exact p-value tables in C++ (MEME's DP in the same arithmetic order), kept from the
+    # threshold up: hits never need lower scores.
     tables, starts, thresholds = _native.pvalue_tables(cells, col_offsets, np.asarray(background, dtype=np.float64),
-                                                       float(pvalue), threads)
+                                                       float(pvalue), threads, from_threshold=True)
     e = 0
     for strands in pssms:
         for p in strands:

@@ -88,54 +88,48 @@ def _motif_bins(counts_by_entry, pvals_by_entry, n_tests: float):
     return np.split(q, np.cumsum([x.size for x in pvals_by_entry])[:-1])
 
 
-def _text_bins(scanner, prep: PreparedMotifs, n_str: int):
-    """Per motif strand, the integer scores that occur with their score, p-value and q-value."""
-    offsets, thr, counts = scanner.histograms()
+def _text_bins(scanner, prep: PreparedMotifs, n_str: int, first: int, last: int):
+    """Motifs [first, last): per strand entry, the integer scores that occur with their
+    reported score, p-value and q-value (the arguments of ``StreamScanner.set_text``)."""
+    offsets, scores, counts = scanner.bins(first, last)
     valid = scanner.valid_windows()
-    flat = [p for strands in prep.pssms for p in strands]
-    scores, values = [], []
-    for strands_of_motif in range(len(prep.pssms)):
-        entries = range(strands_of_motif * n_str, (strands_of_motif + 1) * n_str)
-        s_list, c_list, p_list = [], [], []
-        for e in entries:
-            c = counts[offsets[e]: offsets[e + 1]]
-            k = np.flatnonzero(c)
-            s = thr[e] + k
-            s_list.append(s.astype(np.int32))
-            c_list.append(c[k])
-            p_list.append(flat[e].pv[s - flat[e].pv_start])
-        w = flat[entries[0]].width
-        n_tests = float(np.float32(int(valid[w]) * n_str))
-        q_list = _motif_bins(c_list, p_list, n_tests)
-        for e, s, p, q in zip(entries, s_list, p_list, q_list):
-            pssm = flat[e]
-            score = s.astype(np.float64) / pssm.scale + float(pssm.width) * pssm.offset
-            scores.append(s)
-            values.append((score, p, q))
-    sizes = [s.size for s in scores]
-    bin_off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
-    return (bin_off, cat(scores, np.int32), cat([v[0] for v in values], np.float64),
-            cat([v[1] for v in values], np.float64), cat([v[2] for v in values], np.float64))
+    flat = [p for strands in prep.pssms[first:last] for p in strands]
+    values = []
+    for k in range(last - first):
+        entries = range(k * n_str, (k + 1) * n_str)
+        s_list = [scores[offsets[i]: offsets[i + 1]] for i in entries]
+        p_list = [flat[i].pv[s - flat[i].pv_start] for i, s in zip(entries, s_list)]
+        n_tests = float(np.float32(int(valid[flat[k * n_str].width]) * n_str))
+        q_list = _motif_bins([counts[offsets[i]: offsets[i + 1]] for i in entries], p_list, n_tests)
+        for i, s, p, q in zip(entries, s_list, p_list, q_list):
+            # S / scale + w * offset: the same double operations as ScaledPSSM.raw_score
+            values.append((s.astype(np.float64) / flat[i].scale + float(flat[i].width) * flat[i].offset, p, q))
+    cat = (lambda xs: np.concatenate(xs).astype(np.float64) if xs else np.zeros(0))
+    return offsets, scores, cat([v[0] for v in values]), cat([v[1] for v in values]), cat([v[2] for v in values])
 
 
-def _hits_per_motif(scanner, n_motifs: int, n_str: int) -> np.ndarray:
-    offsets, _, counts = scanner.histograms()
-    per_entry = np.add.reduceat(counts, offsets[:-1]) if counts.size else np.zeros(len(offsets) - 1, np.int64)
-    per_entry[np.diff(offsets) == 0] = 0  # reduceat of an empty slice gives the next element
-    return per_entry.reshape(n_motifs, n_str).sum(1) if n_motifs else np.zeros(0, np.int64)
-
-
-def _batches(hits_per_motif: np.ndarray, max_hits: int):
-    """Consecutive motif ranges [a, b) of about ``max_hits`` hits each."""
-    a, acc = 0, 0
-    for m, n in enumerate(hits_per_motif.tolist()):
-        acc += n
-        if acc >= max_hits:
-            yield a, m + 1
-            a, acc = m + 1, 0
-    if a < len(hits_per_motif):
-        yield a, len(hits_per_motif)
+def _batches(scanner, max_hits: int):
+    """Pieces of pass 2 as (first motif, last motif, first run, last run), about ``max_hits``
+    hits each: consecutive motifs together, a motif with more hits split by runs."""
+    per_motif = scanner.motif_hits().tolist()
+    n_runs = scanner.n_runs
+    a = 0
+    while a < len(per_motif):
+        if per_motif[a] > max_hits and n_runs > 1:
+            r0, acc = 0, 0
+            for r, n in enumerate(scanner.run_hits(a, a + 1).tolist()):
+                acc += n
+                if acc >= max_hits or r == n_runs - 1:
+                    yield a, a + 1, r0, r + 1, acc
+                    r0, acc = r + 1, 0
+            a += 1
+            continue
+        b, acc = a, 0
+        while b < len(per_motif) and (b == a or acc + per_motif[b] <= max_hits):
+            acc += per_motif[b]
+            b += 1
+        yield a, b, 0, n_runs, acc
+        a = b
 
 
 class _OrderedWriter:
@@ -164,25 +158,31 @@ class _OrderedWriter:
             self.pool.shutdown()
 
 
-def _write_text(scanner, n_motifs: int, n_str: int, fh, *, bed: bool, genome_order: bool, progress) -> None:
+def _write_text(scanner, prep: PreparedMotifs, n_str: int, fh, *, bed: bool, genome_order: bool, progress,
+                batch_hits: int = BATCH_HITS) -> None:
     """Pass 2: every hit as a line, motif by motif (FIMO's order) or in genome order."""
     writer = _OrderedWriter(fh)
+    n_motifs = len(prep.pssms)
     try:
         if not bed:
             writer.write(("\t".join(TSV_COLUMNS) + "\n").encode())
         if genome_order:
+            scanner.set_text(0, n_motifs, *_text_bins(scanner, prep, n_str, 0, n_motifs))
             for r in range(scanner.n_runs):
                 n = scanner.sort_run(r)
-                for lo in range(0, n, BATCH_HITS):
-                    hi = min(n, lo + BATCH_HITS)
+                for lo in range(0, n, batch_hits):
+                    hi = min(n, lo + batch_hits)
                     coords = scanner.sorted_coords(lo, hi) if hasattr(fh, "write_lines") else None
                     writer.write(scanner.format_sorted(lo, hi), coords)
                     progress.update(hi - lo)
-        else:
-            per_motif = _hits_per_motif(scanner, n_motifs, n_str)
-            for a, b in _batches(per_motif, BATCH_HITS):
-                writer.write(scanner.format_motifs(a, b, bed))
-                progress.update(int(per_motif[a:b].sum()))
+            return
+        text_for = None
+        for a, b, r0, r1, n in _batches(scanner, batch_hits):
+            if text_for != (a, b):
+                scanner.set_text(a, b, *_text_bins(scanner, prep, n_str, a, b))
+                text_for = (a, b)
+            writer.write(scanner.format_motifs(a, b, bed, r0, r1))
+            progress.update(n)
     finally:
         writer.close()
 
@@ -207,7 +207,8 @@ def scan_genome_file(genome, motifs: Sequence[Motif], out, *, bed: bool = False,
                      pvalue: float = 1e-4, threads: int | None = None, background="nrdb",
                      motif_pseudo: float = 0.1, both_strands: bool = True, motif_file=None,
                      tmp_dir=None, block_bases: int = 1 << 20, run_bytes: int = 8 << 20,
-                     piece_bytes: int = 1 << 20, progress: bool = False, _fault_unit: int = -1) -> dict:
+                     piece_bytes: int = 1 << 20, batch_hits: int = BATCH_HITS, progress: bool = False,
+                     _fault_unit: int = -1) -> dict:
     """Scan a FASTA file and write every hit to ``out`` in bounded memory.
 
     Parameters
@@ -221,8 +222,10 @@ def scan_genome_file(genome, motifs: Sequence[Motif], out, *, bed: bool = False,
     pvalue, background, motif_pseudo, both_strands, motif_file : as for ``scan_motifs``
     threads : scanning threads (all cores when None; capped at the cores)
     tmp_dir : folder of the spill file (the system's temporary folder when None)
-    block_bases, run_bytes, piece_bytes : sizes of a scanned block, an in-memory hit run and a
-        decoded FASTA piece; they change memory and speed, never the output
+    block_bases, run_bytes, piece_bytes, batch_hits : sizes of a scanned block, an in-memory hit
+        run, a decoded FASTA piece and a formatted batch; they change memory and speed, never
+        the output
+    progress : show progress bars on stderr (when it is a terminal)
 
     Returns
     -------
@@ -245,12 +248,12 @@ def scan_genome_file(genome, motifs: Sequence[Motif], out, *, bed: bool = False,
             scanner.finish()
         finally:
             bar.close()
-        scanner.set_text([m.id.encode() for m in motifs], [str(m.alt_id).encode() for m in motifs],
-                         *_text_bins(scanner, prep, n_str))
-        n_hits = int(_hits_per_motif(scanner, len(motifs), n_str).sum())
+        scanner.set_names([m.id.encode() for m in motifs], [str(m.alt_id).encode() for m in motifs])
+        n_hits = int(scanner.motif_hits().sum())
         bar = _progress(progress, "writing", "hits")
         try:
-            _write_text(scanner, len(motifs), n_str, out, bed=bed, genome_order=genome_order, progress=bar)
+            _write_text(scanner, prep, n_str, out, bed=bed, genome_order=genome_order, progress=bar,
+                        batch_hits=batch_hits)
         finally:
             bar.close()
         return {"hits": n_hits, "motifs": len(motifs), "records": scanner.n_records, "bases": scanner.total_bases,

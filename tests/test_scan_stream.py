@@ -84,6 +84,7 @@ def genome_sorted(bed_text: bytes, names) -> bytes:
     block_bases=st.sampled_from([1, 4096, 6000, 1 << 20]),
     run_bytes=st.sampled_from([1, 700, 1 << 23]),
     piece_bytes=st.sampled_from([1, 37, 1000, 1 << 20]),
+    batch_hits=st.sampled_from([1, 50, 1 << 16]),
     threads=st.sampled_from([1, 2, 3]),
     both_strands=st.booleans(),
     background=st.sampled_from(["nrdb", "uniform", (0.35, 0.15, 0.2, 0.3)]),
@@ -91,7 +92,8 @@ def genome_sorted(bed_text: bytes, names) -> bytes:
     simd=st.sampled_from(["baseline", "auto"]),
 )
 def test_streamed_equals_in_memory(tmp_path_factory, by_width, seed, lengths, n_motifs, block_bases, run_bytes,
-                                   piece_bytes, threads, both_strands, background, pvalue, simd, monkeypatch):
+                                   piece_bytes, batch_hits, threads, both_strands, background, pvalue, simd,
+                                   monkeypatch):
     """Byte-identical TSV and BED over a grid of genomes, block/run/piece sizes and options."""
     if simd == "baseline":
         monkeypatch.setenv("GENESAE_SCAN_SIMD", "baseline")
@@ -101,7 +103,7 @@ def test_streamed_equals_in_memory(tmp_path_factory, by_width, seed, lengths, n_
     fasta = random_fasta(tmp_path_factory.mktemp("g") / "g.fa", rng, lengths)
     motifs = [by_width[i] for i in rng.choice(len(by_width), min(n_motifs, len(by_width)), replace=False)]
     options = dict(pvalue=pvalue, threads=threads, background=background, both_strands=both_strands)
-    sizes = dict(block_bases=block_bases, run_bytes=run_bytes, piece_bytes=piece_bytes)
+    sizes = dict(block_bases=block_bases, run_bytes=run_bytes, piece_bytes=piece_bytes, batch_hits=batch_hits)
     for bed in (False, True):
         ref = reference_text(fasta, motifs, bed=bed, **options)
         assert streamed_text(fasta, motifs, bed=bed, **options, **sizes) == ref
@@ -115,7 +117,7 @@ def test_streamed_equals_in_memory_on_the_bundled_genome(jaspar, tmp_path):
     with hits spilled to disk in many runs and blocks cut every 300 kbp."""
     ref = reference_text(genome_path(), jaspar, threads=2)
     got = streamed_text(genome_path(), jaspar, threads=2, block_bases=300_000, run_bytes=1 << 20,
-                        tmp_dir=tmp_path)
+                        batch_hits=5000, tmp_dir=tmp_path)
     assert got.count(b"\n") == 423_571 + 1  # the hit count of the issue, plus the header
     assert got == ref
     assert os.listdir(tmp_path) == []  # the spill file is gone
