@@ -20,65 +20,41 @@
 //    and runs every block over it, so the tile's codes and one block's rows (a few KiB) stay
 //    in L1: one pass over the sequence for all motifs and both strands.
 // Sums are biased by -32768 so that 0..33000 fits a signed 16-bit lane; padding entries get
-// a threshold no sum can reach. On x86-64 with GCC the kernel is also compiled for AVX2 and
-// picked at run time (target_clones), so the wheel keeps running on any x86-64 CPU.
+// a threshold no sum can reach. On x86-64 the kernel is also compiled for AVX2 and picked at
+// run time when the CPU has it, so the wheel keeps running on any x86-64 CPU;
+// GENESAE_SCAN_SIMD=baseline forces the portable kernel (the tests run both).
+//
+// Threads come from parallel.hpp's parallel_for: capped at the cores, and a worker's
+// exception (std::bad_alloc, say) is rethrown to Python instead of killing the process.
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 #include <numeric>
 #include <stdexcept>
-#include <thread>
 #include <vector>
 
-// GENESAE_SCAN_STANDALONE: compile the kernel without Python (C++ benchmark harnesses).
-#ifndef GENESAE_SCAN_STANDALONE
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include "native.hpp"
+#include "parallel.hpp"
+#include "scan_kernel.hpp"
 
 namespace py = pybind11;
-#endif
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define GENESAE_MULTIVERSION __attribute__((target_clones("avx2", "default")))
-#else
-#define GENESAE_MULTIVERSION
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define GENESAE_HAVE_AVX2 1
 #endif
 
 namespace genesae {
 namespace scan_detail {
 
-constexpr std::size_t kTile = 4096;  // window starts per work unit
-constexpr int kBlock = 64;           // entries per block (64 int16 lanes)
-constexpr int kBias = 32768;         // sums live in [-32768, 232]
-
-struct Block {
-    int width = 0;                           // widest entry of the block
-    int pairs = 0;                           // column pairs, (width + 1) / 2
-    std::vector<std::int16_t> rows;          // [pairs][5 * 5][kBlock]
-    std::int16_t thr[kBlock];                // biased thresholds
-    std::int32_t entry[kBlock];              // entry index, -1 for padding
-    std::int32_t widths[kBlock];             // true widths
-    const std::int16_t* cells[kBlock];       // the lane's matrix [width][4], for the exact recount
-};
-
-struct Hit {
-    std::int32_t entry;
-    std::int32_t seq;
-    std::int64_t pos;
-    std::int32_t score;
-};
-
-struct Unit {
-    std::int32_t seq;
-    std::size_t begin, end;  // window starts [begin, end) on record `seq`
-};
-
 // Blocks of kBlock entries, entries sorted by width (so a block's widths are close).
 std::vector<Block> make_blocks(const std::int16_t* cells, const std::int64_t* off, const std::int32_t* thr,
                                std::size_t n_entries) {
+    if (n_entries == 0) return {};
     std::vector<std::size_t> order(n_entries);
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(),
@@ -175,29 +151,66 @@ __attribute__((always_inline)) inline std::size_t block_candidates_w(
 #define GENESAE_W(w) \
     case w:          \
         return block_candidates_w<w>(rows, thr, boff, n, cand_pos, cand_mask);
-
-GENESAE_MULTIVERSION
-std::size_t block_candidates(const std::int16_t* __restrict rows, int pairs, const std::int16_t* __restrict thr,
-                             const std::uint16_t* __restrict boff, std::size_t n, std::uint32_t* __restrict cand_pos,
-                             std::uint64_t* __restrict cand_mask) {
-    switch (pairs) {
-        GENESAE_W(1) GENESAE_W(2) GENESAE_W(3) GENESAE_W(4) GENESAE_W(5) GENESAE_W(6) GENESAE_W(7) GENESAE_W(8)
-        GENESAE_W(9) GENESAE_W(10) GENESAE_W(11) GENESAE_W(12) GENESAE_W(13) GENESAE_W(14) GENESAE_W(15)
-        GENESAE_W(16) GENESAE_W(17)
-        default:
-            throw std::invalid_argument("motif width must be 1..33");
+#define GENESAE_BLOCK_CANDIDATES_BODY                                                                   \
+    switch (pairs) {                                                                                   \
+        GENESAE_W(1) GENESAE_W(2) GENESAE_W(3) GENESAE_W(4) GENESAE_W(5) GENESAE_W(6) GENESAE_W(7)     \
+        GENESAE_W(8) GENESAE_W(9) GENESAE_W(10) GENESAE_W(11) GENESAE_W(12) GENESAE_W(13)              \
+        GENESAE_W(14) GENESAE_W(15) GENESAE_W(16) GENESAE_W(17)                                        \
+        default:                                                                                       \
+            throw std::invalid_argument("motif width must be 1..33");                                  \
     }
+
+// The same source compiled twice: for the baseline ISA and, where possible, for AVX2.
+std::size_t block_candidates_base(const std::int16_t* __restrict rows, int pairs, const std::int16_t* __restrict thr,
+                                  const std::uint16_t* __restrict boff, std::size_t n,
+                                  std::uint32_t* __restrict cand_pos, std::uint64_t* __restrict cand_mask) {
+    GENESAE_BLOCK_CANDIDATES_BODY
 }
+
+#ifdef GENESAE_HAVE_AVX2
+__attribute__((target("avx2"))) std::size_t block_candidates_avx2(
+    const std::int16_t* __restrict rows, int pairs, const std::int16_t* __restrict thr,
+    const std::uint16_t* __restrict boff, std::size_t n, std::uint32_t* __restrict cand_pos,
+    std::uint64_t* __restrict cand_mask) {
+    GENESAE_BLOCK_CANDIDATES_BODY
+}
+#endif
+#undef GENESAE_BLOCK_CANDIDATES_BODY
 #undef GENESAE_W
 
-struct Scratch {
-    std::vector<std::uint16_t> boff;
-    std::vector<std::uint32_t> cand_pos;
-    std::vector<std::uint64_t> cand_mask;
-};
+bool cpu_has_avx2() {
+#ifdef GENESAE_HAVE_AVX2
+    return __builtin_cpu_supports("avx2");
+#else
+    return false;
+#endif
+}
+
+Simd active_simd() {
+    const char* env = std::getenv("GENESAE_SCAN_SIMD");
+    if (env != nullptr && std::strcmp(env, "baseline") == 0) return Simd::kBaseline;
+    return cpu_has_avx2() ? Simd::kAvx2 : Simd::kBaseline;
+}
+
+std::vector<std::string> available_simd() {
+    std::vector<std::string> out{"baseline"};
+    if (cpu_has_avx2()) out.emplace_back("avx2");
+    return out;
+}
+
+void maybe_fault(std::size_t unit, long long fault_unit) {
+    if (fault_unit >= 0 && unit == static_cast<std::size_t>(fault_unit)) throw std::bad_alloc();
+}
+
+int max_width_of(const std::int64_t* off, std::size_t n_entries) {
+    int w = 1;
+    for (std::size_t e = 0; e < n_entries; ++e) w = std::max(w, static_cast<int>(off[e + 1] - off[e]));
+    return w;
+}
+
 
 void scan_unit(const Unit& u, const std::uint8_t* codes, std::size_t length, const std::vector<Block>& blocks,
-               int max_width, Scratch& sc, std::vector<Hit>& out) {
+               int max_width, Simd simd, Scratch& sc, std::vector<Hit>& out) {
     const std::size_t n = u.end - u.begin;
     // pair rows for positions [begin, begin + n + max_width]; past the record the code is 4
     const std::size_t n_pos = n + max_width + 1;
@@ -216,8 +229,14 @@ void scan_unit(const Unit& u, const std::uint8_t* codes, std::size_t length, con
     sc.cand_pos.resize(n);
     sc.cand_mask.resize(n);
     for (const Block& b : blocks) {
-        const std::size_t nc = block_candidates(b.rows.data(), b.pairs, b.thr, sc.boff.data(), n,
-                                                sc.cand_pos.data(), sc.cand_mask.data());
+#ifdef GENESAE_HAVE_AVX2
+        const auto kernel = simd == Simd::kAvx2 ? block_candidates_avx2 : block_candidates_base;
+#else
+        (void)simd;
+        const auto kernel = block_candidates_base;
+#endif
+        const std::size_t nc = kernel(b.rows.data(), b.pairs, b.thr, sc.boff.data(), n, sc.cand_pos.data(),
+                                      sc.cand_mask.data());
         for (std::size_t c = 0; c < nc; ++c) {
             const std::size_t pos = u.begin + sc.cand_pos[c];
             std::uint64_t mask = sc.cand_mask[c];
@@ -243,27 +262,11 @@ void scan_unit(const Unit& u, const std::uint8_t* codes, std::size_t length, con
     }
 }
 
-template <typename Fn>
-void run_parallel(int threads, std::size_t n_items, Fn&& fn) {
-    std::atomic<std::size_t> next{0};
-    auto worker = [&](int tid) {
-        for (std::size_t i = next++; i < n_items; i = next++) fn(tid, i);
-    };
-    if (threads <= 1 || n_items <= 1) {
-        worker(0);
-        return;
-    }
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t) pool.emplace_back(worker, t);
-    for (auto& th : pool) th.join();
-}
-
 // The whole scan; no Python involved (callable without the GIL).
 std::vector<Hit> scan_all(const std::vector<const std::uint8_t*>& ptrs, const std::vector<std::size_t>& lens,
                           const std::int16_t* cells, const std::int64_t* off, const std::int32_t* thr,
-                          std::size_t n_entries, int threads) {
-    int max_width = 1;
-    for (std::size_t e = 0; e < n_entries; ++e) max_width = std::max(max_width, static_cast<int>(off[e + 1] - off[e]));
+                          std::size_t n_entries, int threads, long long fault_unit) {
+    const int max_width = max_width_of(off, n_entries);
     const std::vector<Block> blocks = make_blocks(cells, off, thr, n_entries);
     std::vector<Unit> units;
     for (std::size_t s = 0; s < ptrs.size(); ++s) {
@@ -272,10 +275,13 @@ std::vector<Hit> scan_all(const std::vector<const std::uint8_t*>& ptrs, const st
         }
     }
     std::vector<std::vector<Hit>> per_unit(units.size());
-    std::vector<Scratch> scratch(std::max(1, threads));
-    run_parallel(threads, units.size(), [&](int tid, std::size_t i) {
+    const int nt = effective_threads(threads);
+    std::vector<Scratch> scratch(nt);
+    const Simd simd = active_simd();
+    parallel_for(nt, units.size(), [&](int tid, std::size_t i) {
+        maybe_fault(i, fault_unit);
         const Unit& u = units[i];
-        scan_unit(u, ptrs[u.seq], lens[u.seq], blocks, max_width, scratch[tid], per_unit[i]);
+        scan_unit(u, ptrs[u.seq], lens[u.seq], blocks, max_width, simd, scratch[tid], per_unit[i]);
     });
     std::size_t total = 0;
     for (const auto& v : per_unit) total += v.size();
@@ -370,9 +376,20 @@ Tail pvalue_tail(const std::int16_t* cells, int w, const double* bg, double pval
     return t;
 }
 
+void check_matrices(const std::int16_t* cells, std::size_t n_columns, const std::int64_t* off, std::size_t n_entries) {
+    if (off[0] != 0) throw std::invalid_argument("col_offsets must start at 0");
+    for (std::size_t e = 0; e < n_entries; ++e) {
+        const std::int64_t w = off[e + 1] - off[e];
+        if (w < 1 || w > kMaxWidth || off[e + 1] > static_cast<std::int64_t>(n_columns))
+            throw std::invalid_argument("bad column offsets (widths must be 1..33)");
+    }
+    for (std::size_t i = 0; i < n_columns * 4; ++i) {
+        if (cells[i] < 0 || cells[i] > 1000) throw std::invalid_argument("cells must lie in 0..1000");
+    }
+}
+
 }  // namespace scan_detail
 
-#ifndef GENESAE_SCAN_STANDALONE
 namespace {
 
 using namespace scan_detail;
@@ -381,22 +398,14 @@ void check_matrices(const py::array_t<std::int16_t, py::array::c_style | py::arr
                     const py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>& col_offsets) {
     if (cells.ndim() != 2 || cells.shape(1) != 4) throw std::invalid_argument("cells must have shape (n_columns, 4)");
     if (col_offsets.ndim() != 1 || col_offsets.size() < 1) throw std::invalid_argument("col_offsets must be 1-D, non-empty");
-    const std::int64_t* off = col_offsets.data();
-    if (off[0] != 0) throw std::invalid_argument("col_offsets must start at 0");
-    for (py::ssize_t e = 0; e + 1 < col_offsets.size(); ++e) {
-        const std::int64_t w = off[e + 1] - off[e];
-        if (w < 1 || w > 33 || off[e + 1] > cells.shape(0))
-            throw std::invalid_argument("bad column offsets (widths must be 1..33)");
-    }
-    const std::int16_t* cp = cells.data();
-    for (py::ssize_t i = 0; i < cells.shape(0) * 4; ++i) {
-        if (cp[i] < 0 || cp[i] > 1000) throw std::invalid_argument("cells must lie in 0..1000");
-    }
+    scan_detail::check_matrices(cells.data(), static_cast<std::size_t>(cells.shape(0)), col_offsets.data(),
+                                static_cast<std::size_t>(col_offsets.size()) - 1);
 }
 
 py::tuple pvalue_tables(py::array_t<std::int16_t, py::array::c_style | py::array::forcecast> cells,
                         py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> col_offsets,
-                        py::array_t<double, py::array::c_style | py::array::forcecast> bg, double pvalue, int threads) {
+                        py::array_t<double, py::array::c_style | py::array::forcecast> bg, double pvalue, int threads,
+                        bool from_threshold) {
     check_matrices(cells, col_offsets);
     if (bg.size() != 4) throw std::invalid_argument("bg must have 4 entries");
     if (!(pvalue > 0)) throw std::invalid_argument("pvalue must be > 0");
@@ -407,10 +416,17 @@ py::tuple pvalue_tables(py::array_t<std::int16_t, py::array::c_style | py::array
     std::vector<Tail> tails(n);
     {
         py::gil_scoped_release release;
-        const int nt = std::max(1, threads);
+        const int nt = effective_threads(threads);
         std::vector<std::vector<double>> sa(nt), sb(nt);
-        run_parallel(nt, n, [&](int tid, std::size_t e) {
-            tails[e] = pvalue_tail(cp + 4 * off[e], static_cast<int>(off[e + 1] - off[e]), bgp, pvalue, sa[tid], sb[tid]);
+        parallel_for(nt, n, [&](int tid, std::size_t e) {
+            Tail& t = tails[e];
+            t = pvalue_tail(cp + 4 * off[e], static_cast<int>(off[e + 1] - off[e]), bgp, pvalue, sa[tid], sb[tid]);
+            if (from_threshold) {  // hits never need scores below the threshold
+                const std::size_t cut = std::min(t.pv.size(), static_cast<std::size_t>(t.threshold - t.start));
+                t.pv.erase(t.pv.begin(), t.pv.begin() + static_cast<std::ptrdiff_t>(cut));
+                t.pv.shrink_to_fit();
+                t.start = t.threshold;
+            }
         });
     }
     py::list tables;
@@ -431,7 +447,8 @@ py::tuple pvalue_tables(py::array_t<std::int16_t, py::array::c_style | py::array
 py::tuple scan_pssms(const std::vector<py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>>& seqs,
                      py::array_t<std::int16_t, py::array::c_style | py::array::forcecast> cells,
                      py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> col_offsets,
-                     py::array_t<std::int32_t, py::array::c_style | py::array::forcecast> thresholds, int threads) {
+                     py::array_t<std::int32_t, py::array::c_style | py::array::forcecast> thresholds, int threads,
+                     long long fault_unit) {
     check_matrices(cells, col_offsets);
     const std::size_t n_entries = static_cast<std::size_t>(thresholds.size());
     if (static_cast<std::size_t>(col_offsets.size()) != n_entries + 1)
@@ -446,7 +463,7 @@ py::tuple scan_pssms(const std::vector<py::array_t<std::uint8_t, py::array::c_st
     std::vector<Hit> all;
     {
         py::gil_scoped_release release;
-        all = scan_all(ptrs, lens, cells.data(), col_offsets.data(), thresholds.data(), n_entries, std::max(1, threads));
+        all = scan_all(ptrs, lens, cells.data(), col_offsets.data(), thresholds.data(), n_entries, threads, fault_unit);
     }
     const py::ssize_t n = static_cast<py::ssize_t>(all.size());
     py::array_t<std::int32_t> entry(n), seq(n), score(n);
@@ -468,21 +485,27 @@ py::tuple scan_pssms(const std::vector<py::array_t<std::uint8_t, py::array::c_st
 
 void bind_scan(py::module_& m) {
     m.def("pvalue_tables", &pvalue_tables, py::arg("cells"), py::arg("col_offsets"), py::arg("bg"),
-          py::arg("pvalue"), py::arg("threads") = 1,
+          py::arg("pvalue"), py::arg("threads") = 1, py::arg("from_threshold") = false,
           "FIMO's exact p-value tables (MEME's DP, same arithmetic) of integer matrices, from a start up.\n\n"
           "Returns (tables, starts, thresholds): tables[e][S - starts[e]] = P(score >= S) under the "
           "0-order background bg (A C G T) for S from starts[e] to the best score of entry e; "
           "thresholds[e] = min{S : P(score >= S) < pvalue} (best + 1 when none). starts[e] is low "
-          "enough that the threshold lies in the table; pvalue >= 1 gives whole tables (start 0).");
+          "enough that the threshold lies in the table; pvalue >= 1 gives whole tables (start 0). "
+          "from_threshold=True starts each table at its threshold (all a scan needs).");
     m.def("scan_pssms", &scan_pssms, py::arg("seqs"), py::arg("cells"), py::arg("col_offsets"),
-          py::arg("thresholds"), py::arg("threads") = 1,
+          py::arg("thresholds"), py::arg("threads") = 1, py::arg("_fault_unit") = -1,
           "Exact integer PWM scan.\n\n"
           "seqs: list of uint8 code arrays (A=0 C=1 G=2 T=3, other 4); cells: int16 [n_columns, 4] "
           "in 0..1000, entry e owning rows col_offsets[e]:col_offsets[e+1] (width 1..33); "
           "thresholds: int32 [n_entries]. Returns (entry int32, seq int32, start int64, score int32) "
           "for every window of only A/C/G/T whose integer score is >= its entry's threshold "
-          "(unordered). The GIL is released; `threads` worker threads.");
+          "(unordered). The GIL is released; `threads` worker threads (capped at the cores). "
+          "_fault_unit >= 0 (tests only) makes the worker of that work unit throw std::bad_alloc.");
+    m.def("scan_simd_paths", &available_simd,
+          "Kernels this build and CPU can run: 'baseline' and, on x86-64 with AVX2, 'avx2'.");
+    m.def("scan_simd_active", []() { return active_simd() == Simd::kAvx2 ? "avx2" : "baseline"; },
+          "The kernel a scan started now would use (GENESAE_SCAN_SIMD=baseline forces 'baseline').");
+    bind_scan_stream(m);
 }
-#endif  // GENESAE_SCAN_STANDALONE
 
 }  // namespace genesae

@@ -135,10 +135,10 @@ def apply_pseudocount(probs: np.ndarray, nsites: float | None, bg: np.ndarray, p
 
     ``sites`` is ``int(nsites)`` (MEME stores it in an int), or 20 when absent or not positive.
     """
+    if not (math.isfinite(pseudo) and pseudo >= 0):
+        raise InputError(f"--motif-pseudo must be a finite number >= 0, got {pseudo}")
     if pseudo == 0:
         return np.array(probs, dtype=np.float64)
-    if pseudo < 0:
-        raise InputError(f"--motif-pseudo must be >= 0, got {pseudo}")
     sites = int(nsites) if nsites is not None and nsites > 0 else DEFAULT_SITE_COUNT
     total = sites + pseudo
     probs = np.asarray(probs, dtype=np.float64)

@@ -12,6 +12,7 @@ it is close to 1, so our q-values are FIMO's conservative bound).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,30 @@ from genesae_fast.fimo_pvalues import (
 from genesae_fast.motifs import Motif
 
 BACKGROUNDS = ("nrdb", "uniform", "motif", "sequence")
+#: Widest motif the scanner takes (17 column pairs of 16-bit sums; JASPAR's widest is 33).
+MAX_WIDTH = 33
+
+
+def effective_threads(threads: int | None) -> int:
+    """Worker threads for ``threads`` (all usable cores when None or < 1; never more than them)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if not threads or threads < 1:
+        return cores
+    return min(int(threads), cores)
+
+
+def check_scan_options(motifs: Sequence[Motif], pvalue: float, motif_pseudo: float) -> None:
+    """One-line :class:`InputError` for options or motifs the scanner cannot take."""
+    if not (0 < pvalue <= 1):
+        raise InputError(f"--pvalue must be in (0, 1], got {pvalue}")
+    if not (math.isfinite(motif_pseudo) and motif_pseudo >= 0):
+        raise InputError(f"--motif-pseudo must be a finite number >= 0, got {motif_pseudo}")
+    for m in motifs:
+        if not 1 <= m.width <= MAX_WIDTH:
+            raise InputError(f"motif {m.id} is {m.width} columns wide; the scanner takes widths 1 to {MAX_WIDTH}")
 
 
 @dataclass
@@ -129,8 +154,7 @@ def prepare_motifs(motifs: Sequence[Motif], background: np.ndarray, pvalue: floa
     """Integer matrices, p-value tables and score thresholds of every motif strand."""
     from genesae_fast import _native
 
-    if not (0 < pvalue <= 1):
-        raise InputError(f"--pvalue must be in (0, 1], got {pvalue}")
+    check_scan_options(motifs, pvalue, motif_pseudo)
     pssms = []
     mats = []
     bgf = [float(x) for x in background]
@@ -151,10 +175,10 @@ def prepare_motifs(motifs: Sequence[Motif], background: np.ndarray, pvalue: floa
     widths = np.array([c.shape[0] for c in mats], dtype=np.int64)
     col_offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
     cells = np.ascontiguousarray(np.concatenate(mats) if mats else np.zeros((0, 4), np.int16), dtype=np.int16)
-    # Exact p-value tables in C++ (MEME's DP in the same arithmetic order), kept from just
-    # below the threshold up: hits never need lower scores.
+    # Exact p-value tables in C++ (MEME's DP in the same arithmetic order), kept from the
+    # threshold up: hits never need lower scores.
     tables, starts, thresholds = _native.pvalue_tables(cells, col_offsets, np.asarray(background, dtype=np.float64),
-                                                       float(pvalue), threads)
+                                                       float(pvalue), threads, from_threshold=True)
     e = 0
     for strands in pssms:
         for p in strands:
@@ -213,7 +237,7 @@ def scan_motifs(records, motifs: Sequence[Motif], pvalue: float = 1e-4, threads:
     pvalue : float
         Report windows with p < pvalue (FIMO's ``--thresh``, strict).
     threads : int or None
-        Worker threads (all cores when None); the GIL is released during the scan.
+        Worker threads (all cores when None; capped at the cores); the GIL is released.
     background : str, path or sequence of 4 floats
         See :func:`resolve_background`; ``nrdb`` is FIMO's default.
     motif_pseudo : float
@@ -231,7 +255,7 @@ def scan_motifs(records, motifs: Sequence[Motif], pvalue: float = 1e-4, threads:
 
     codes_list = _codes_of(records)
     bg = resolve_background(background, records, motif_file, both_strands)
-    n_threads = int(threads) if threads else (os.cpu_count() or 1)
+    n_threads = effective_threads(threads)
     prep = prepare_motifs(motifs, bg, pvalue, motif_pseudo, both_strands, n_threads)
     entry, seq, start, scaled = _native.scan_pssms(codes_list, prep.cells, prep.col_offsets, prep.thresholds, n_threads)
     n_str = 2 if both_strands else 1

@@ -1,4 +1,9 @@
-"""Motif scanning: the C++ scanner against a numpy reference and against FIMO (pymemesuite)."""
+"""Motif scanning: the C++ scanner against a numpy reference and against FIMO (pymemesuite).
+
+FIMO itself (pymemesuite, a dev dependency) is imported only by the tests that compare with
+it, so the numpy-reference tests run without it. Tests of the native kernel run once per
+compiled kernel (``GENESAE_SCAN_SIMD=baseline`` and the automatic choice, AVX2 where present).
+"""
 from __future__ import annotations
 
 import itertools
@@ -7,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genesae_fast import _native
@@ -24,9 +29,26 @@ from genesae_fast.motifs import Motif, load_motifs, write_meme
 from genesae_fast.scan import ScanHits, fimo_qvalues, resolve_background, scan_motifs, write_bed, write_tsv
 from genesae_fast.sequences import Record, encode
 
-import pymemesuite.common  # dev dependency: FIMO itself, the reference
-from pymemesuite.common import Background, MotifFile, Sequence
-from pymemesuite.fimo import FIMO
+
+@pytest.fixture
+def pymemesuite():
+    """FIMO (pymemesuite): the reference for hits and p-values; skipped when not installed."""
+    pytest.importorskip("pymemesuite.fimo", reason="pymemesuite (FIMO) is not installed")
+    import pymemesuite.common
+    import pymemesuite.fimo
+
+    return pymemesuite
+
+
+@pytest.fixture(params=["baseline", "auto"])
+def simd(request, monkeypatch):
+    """Each native-kernel test runs on the portable kernel and on the one picked at run time."""
+    if request.param == "baseline":
+        monkeypatch.setenv("GENESAE_SCAN_SIMD", "baseline")
+    else:
+        monkeypatch.delenv("GENESAE_SCAN_SIMD", raising=False)
+    return _native.scan_simd_active()
+
 
 def default_meme_path():
     from pathlib import Path
@@ -79,7 +101,7 @@ def native_scan(codes_list, cells_list, thresholds, threads):
     return sorted(zip(e.tolist(), s.tolist(), p.tolist(), sc.tolist()))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 2**32 - 1),
     n_motifs=st.sampled_from([1, 3, 63, 64, 65, 130]),
@@ -87,7 +109,7 @@ def native_scan(codes_list, cells_list, thresholds, threads):
     n_rate=st.sampled_from([0.0, 0.01, 0.3]),
     threads=st.sampled_from([1, 2, 3]),
 )
-def test_native_scan_equals_numpy_reference(seed, n_motifs, lengths, n_rate, threads):
+def test_native_scan_equals_numpy_reference(seed, n_motifs, lengths, n_rate, threads, simd):
     rng = np.random.default_rng(seed)
     codes = [r.codes for r in random_records(rng, lengths, n_rate)]
     cells = [rng.integers(0, 1001, size=(int(rng.integers(1, 34)), 4)).astype(np.int16) for _ in range(n_motifs)]
@@ -99,7 +121,7 @@ def test_native_scan_equals_numpy_reference(seed, n_motifs, lengths, n_rate, thr
     assert native_scan(codes, cells, thr, threads) == reference_scan(codes, cells, thr)
 
 
-def test_native_scan_widths_1_to_33_all_windows(rng):
+def test_native_scan_widths_1_to_33_all_windows(rng, simd):
     """Threshold 0: every ACGT-only window of every width appears exactly once."""
     codes = [r.codes for r in random_records(rng, [300, 40], n_rate=0.05)]
     cells = [rng.integers(0, 1001, size=(w, 4)).astype(np.int16) for w in range(1, 34)]
@@ -149,9 +171,9 @@ def test_pvalue_tables_native_equal_reference_and_brute_force(rng):
             assert th == below[0] and (s0 == 0 or ref[s0] >= pvalue)
 
 
-def test_background_and_matrices_equal_fimo():
+def test_background_and_matrices_equal_fimo(pymemesuite):
     """nrdb background, pseudocount, integer cells, scale/offset and p-value tables as FIMO's."""
-    with MotifFile(str(default_meme_path()), symmetrical=True) as mf:  # closed: no ResourceWarning
+    with pymemesuite.common.MotifFile(str(default_meme_path()), symmetrical=True) as mf:  # closed: no ResourceWarning
         assert np.array_equal(np.array(list(mf.background.frequencies)), nrdb_background())
         ours = load_motifs()
         bg = nrdb_background()
@@ -164,8 +186,8 @@ def test_background_and_matrices_equal_fimo():
                 assert np.array_equal(np.array(list(pssm.pvalues)), mine.pv), ours[i].id
 
 
-def test_uniform_background_equals_fimo_from_uniform():
-    assert np.array_equal(finish_background([0.25] * 4), np.array(list(Background.from_uniform(
+def test_uniform_background_equals_fimo_from_uniform(pymemesuite):
+    assert np.array_equal(finish_background([0.25] * 4), np.array(list(pymemesuite.common.Background.from_uniform(
         pymemesuite.common.Alphabet.dna()).frequencies)))
 
 
@@ -177,7 +199,10 @@ def fimo_hits(meme_path, records, pseudocount=0.1, background=None, threshold=1e
 
     pymemesuite never scores a record's last window, so each record gets a trailing N (which
     makes no window of its own)."""
-    with MotifFile(str(meme_path), symmetrical=True, pseudocount=pseudocount) as mf:
+    from pymemesuite.common import MotifFile, Sequence
+    from pymemesuite.fimo import FIMO
+
+    with MotifFile(str(meme_path), symmetrical=True, pseudocount=pseudocount) as mf:  # closed: no ResourceWarning
         bg = background if background is not None else mf.background
         seqs = [Sequence(r.text + "N", name=r.name.encode()) for r in records]
         fimo = FIMO(both_strands=True, threshold=threshold, max_stored_scores=10**9)
@@ -217,7 +242,7 @@ def jaspar_subset():
     return [by_width[w] for w in sorted(by_width)]
 
 
-def test_hits_equal_fimo_on_random_sequences(tmp_path, jaspar_subset):
+def test_hits_equal_fimo_on_random_sequences(tmp_path, jaspar_subset, pymemesuite, simd):
     rng = np.random.default_rng(7)
     records = random_records(rng, [60_000, 20_000, 7, 0], n_rate=0.002, lower_rate=0.1)
     path = tmp_path / "sub.meme"
@@ -228,7 +253,7 @@ def test_hits_equal_fimo_on_random_sequences(tmp_path, jaspar_subset):
     assert_same_as_fimo(ref, ours_dict(hits))
 
 
-def test_hits_equal_fimo_on_the_genome_at_looser_threshold(tmp_path, jaspar_subset):
+def test_hits_equal_fimo_on_the_genome_at_looser_threshold(tmp_path, jaspar_subset, pymemesuite):
     from genesae_fast.data import genome_path
     from genesae_fast.sequences import read_fasta
 
@@ -244,7 +269,7 @@ def test_hits_equal_fimo_on_the_genome_at_looser_threshold(tmp_path, jaspar_subs
     assert_same_as_fimo(ref, ours_dict(hits))
 
 
-def test_uniform_background_and_no_pseudocount_equal_fimo(tmp_path, jaspar_subset):
+def test_uniform_background_and_no_pseudocount_equal_fimo(tmp_path, jaspar_subset, pymemesuite):
     """--bg uniform with the pseudocount already in the file: FIMO with Background.from_uniform."""
     rng = np.random.default_rng(3)
     records = random_records(rng, [30_000])
@@ -252,8 +277,8 @@ def test_uniform_background_and_no_pseudocount_equal_fimo(tmp_path, jaspar_subse
     pre = [Motif(m.id, m.alt_id, apply_pseudocount(m.probs, m.nsites, ubg, 0.1), m.nsites) for m in jaspar_subset[:12]]
     path = tmp_path / "pre.meme"
     write_meme(pre, path, decimals=17)
-    ref = fimo_hits(path, records, pseudocount=0.0,
-                    background=Background.from_uniform(pymemesuite.common.Alphabet.dna()))
+    common = pymemesuite.common
+    ref = fimo_hits(path, records, pseudocount=0.0, background=common.Background.from_uniform(common.Alphabet.dna()))
     hits = scan_motifs(records, load_motifs(path), background="uniform", motif_pseudo=0.0)
     assert len(ref) > 20
     assert_same_as_fimo(ref, ours_dict(hits))
@@ -314,8 +339,57 @@ def test_bad_options_raise_input_error(rng, jaspar_subset):
         scan_motifs(records, jaspar_subset[:1], pvalue=0)
     with pytest.raises(InputError, match="--bg"):
         scan_motifs(records, jaspar_subset[:1], background="nonsense")
-    with pytest.raises(InputError, match="pseudo"):
-        scan_motifs(records, jaspar_subset[:1], motif_pseudo=-1)
+    for bad in (-1, float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(InputError, match="--motif-pseudo must be a finite number >= 0"):
+            scan_motifs(records, jaspar_subset[:1], motif_pseudo=bad)
+    for bad in (0, -1e-4, 1.5, float("nan")):
+        with pytest.raises(InputError, match="--pvalue"):
+            scan_motifs(records, jaspar_subset[:1], pvalue=bad)
+    wide = Motif("WIDE1", "wide", np.full((34, 4), 0.25), 10)
+    with pytest.raises(InputError, match="motif WIDE1 is 34 columns wide; the scanner takes widths 1 to 33"):
+        scan_motifs(records, [jaspar_subset[0], wide])
+
+
+def test_worker_exception_becomes_a_python_exception(rng):
+    """A worker that throws (here std::bad_alloc, forced by the test hook) raises MemoryError
+    in Python after every thread has joined, instead of terminating the process."""
+    codes = [r.codes for r in random_records(rng, [50_000])]
+    cells = [rng.integers(0, 1001, size=(8, 4)).astype(np.int16)]
+    offsets = np.array([0, 8], np.int64)
+    for threads, unit in ((1, 0), (2, 3), (3, 12)):
+        with pytest.raises(MemoryError):
+            _native.scan_pssms(codes, cells[0], offsets, np.array([0], np.int32), threads, _fault_unit=unit)
+    # the same scan without the fault still works afterwards
+    assert native_scan(codes, cells, [0], 2) == reference_scan(codes, cells, [0])
+
+
+def test_thread_counts_are_capped(rng, jaspar_subset):
+    records = random_records(rng, [30_000])
+    a = scan_motifs(records, jaspar_subset[:6], pvalue=1e-3, threads=100_000)
+    b = scan_motifs(records, jaspar_subset[:6], pvalue=1e-3, threads=1)
+    assert len(a) > 0 and all(np.array_equal(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
+    codes = [r.codes for r in records]
+    cells = [rng.integers(0, 1001, size=(9, 4)).astype(np.int16)]
+    assert native_scan(codes, cells, [5000], 100_000) == reference_scan(codes, cells, [5000])
+
+
+def test_simd_switch_and_both_kernels_agree(monkeypatch, jaspar_subset):
+    """GENESAE_SCAN_SIMD=baseline forces the portable kernel; both kernels give the same hits."""
+    from genesae_fast.data import genome_path
+    from genesae_fast.sequences import read_fasta
+
+    paths = _native.scan_simd_paths()
+    assert paths[0] == "baseline"
+    monkeypatch.setenv("GENESAE_SCAN_SIMD", "baseline")
+    assert _native.scan_simd_active() == "baseline"
+    rec = read_fasta(genome_path())[0]
+    part = [Record(rec.name, "", rec.codes[:200_000].copy(), rec.softmask[:200_000].copy())]
+    base = scan_motifs(part, jaspar_subset, pvalue=1e-3, threads=2)
+    monkeypatch.delenv("GENESAE_SCAN_SIMD")
+    assert _native.scan_simd_active() == paths[-1]
+    auto = scan_motifs(part, jaspar_subset, pvalue=1e-3, threads=2)
+    assert len(base) > 1000
+    assert all(np.array_equal(getattr(base, f), getattr(auto, f)) for f in base.__dataclass_fields__)
 
 
 def test_empty_inputs(rng, jaspar_subset):
