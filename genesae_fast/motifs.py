@@ -37,6 +37,25 @@ _MEME_NORM_TOL = 1e-5
 _PROB_ROW_TOL = 0.02
 
 
+# A plain decimal or scientific number; float() alone would also take "nan", "inf",
+# "1_0" (as 10) and non-ASCII digits.
+_NUMBER_RE = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def _number(text: str) -> float | None:
+    """``text`` as a finite float, or None when it is not a plain finite number."""
+    if not _NUMBER_RE.fullmatch(text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _numbers(words) -> list[float] | None:
+    """Every word as a finite float, or None if any is not one."""
+    out = [_number(w) for w in words]
+    return None if any(v is None for v in out) else out
+
+
 @dataclass
 class Motif:
     """A position probability matrix.
@@ -177,7 +196,11 @@ def motif_from_counts(mid: str, alt: str, rows_acgt, source: str = "<counts>") -
         raise InputError(f"{source}: motif {mid}: empty matrix")
     if not np.all(np.isfinite(counts)) or np.any(counts < 0):
         raise InputError(f"{source}: motif {mid}: counts must be finite and non-negative")
-    sums = counts.sum(axis=0)
+    with np.errstate(over="ignore"):  # an overflow is reported below, not warned about
+        sums = counts.sum(axis=0)
+    big = np.flatnonzero(~np.isfinite(sums))
+    if big.size:
+        raise InputError(f"{source}: motif {mid}: column {big[0] + 1} counts overflow (sum beyond 1.8e308)")
     bad = np.flatnonzero(sums <= 0)
     if bad.size:
         raise InputError(f"{source}: motif {mid}: column {bad[0] + 1} has no counts")
@@ -208,10 +231,11 @@ def read_meme_background(path: str | os.PathLike) -> list[float] | None:
                     break
                 words += nxt.split()
             pairs = dict(zip(words[0::2], words[1::2]))
-            try:
-                return [float(pairs[b]) for b in "ACGT"]
-            except (KeyError, ValueError):
-                raise InputError(f"{path}:{i + 1}: unreadable background letter frequencies") from None
+            freqs = _numbers([pairs.get(b, "") for b in "ACGT"])
+            if freqs is None or min(freqs) < 0 or sum(freqs) <= 0:
+                raise InputError(f"{path}:{i + 1}: unreadable background letter frequencies "
+                                 "(need A C G T with finite, non-negative values)")
+            return freqs
     return None
 
 
@@ -268,13 +292,12 @@ def parse_meme(text: str, source: str = "<text>") -> list[Motif]:
                 if not re.match(r"^[-+0-9.]", t):
                     break
                 vals = t.split()
-                try:
-                    row = [float(v) for v in vals]
-                except ValueError:
-                    raise InputError(f"{source}:{i + 1}: motif {mid}: row {t!r} is not numbers") from None
+                row = _numbers(vals)
+                if row is None:
+                    raise InputError(f"{source}:{i + 1}: motif {mid}: row {t!r} is not finite numbers")
                 if len(row) != 4:
                     raise InputError(f"{source}:{i + 1}: motif {mid}: row has {len(row)} values, expected 4 (A C G T)")
-                if any(not math.isfinite(v) or v < 0 for v in row) or abs(sum(row) - 1.0) > _PROB_ROW_TOL:
+                if any(v < 0 for v in row) or abs(sum(row) - 1.0) > _PROB_ROW_TOL:
                     raise InputError(f"{source}:{i + 1}: motif {mid}: row {t!r} is not a probability row")
                 rows.append(row)
                 i += 1
@@ -298,13 +321,22 @@ def parse_meme(text: str, source: str = "<text>") -> list[Motif]:
 
 
 def _meme_attrs(line: str, source: str, lineno: int, mid: str) -> dict:
+    """``key= value`` pairs of a ``letter-probability matrix:`` line; ``w`` and ``alength``
+    must be whole numbers (``w`` >= 0, ``alength`` >= 1), ``nsites`` finite and >= 0."""
     body = line.split(":", 1)[1] if ":" in line else ""
     out = {}
     for key, val in re.findall(r"(\w+)\s*=\s*(\S+)", body):
-        try:
-            out[key] = float(val)
-        except ValueError:
-            raise InputError(f"{source}:{lineno}: motif {mid}: {key}= {val!r} is not a number") from None
+        number = _number(val)
+        if number is None and key in ("w", "alength", "nsites"):
+            raise InputError(f"{source}:{lineno}: motif {mid}: {key}= {val!r} is not a finite number")
+        if number is not None:  # others (E= can be below 1e-308) are not used
+            out[key] = number
+    for key, low in (("w", 0), ("alength", 1)):  # w= 0 is reported as an empty motif
+        if key in out and (out[key] < low or out[key] != int(out[key])):
+            raise InputError(f"{source}:{lineno}: motif {mid}: {key}= {out[key]:g} is not a "
+                             f"{'non-negative' if low == 0 else 'positive'} integer")
+    if out.get("nsites", 0) < 0:
+        raise InputError(f"{source}:{lineno}: motif {mid}: nsites= {out['nsites']:g} is negative")
     return out
 
 
@@ -386,13 +418,12 @@ def parse_jaspar(text: str, source: str = "<text>") -> list[Motif]:
         m = re.match(r"^([ACGTacgt])\s*\[?(.*?)\]?\s*$", s)
         letter, body = (m.group(1).upper(), m.group(2)) if m else ("", s.strip("[] "))
         body = body.replace("[", " ").replace("]", " ")
-        try:
-            vals = [float(v) for v in body.split()]
-        except ValueError:
-            raise InputError(f"{source}:{lineno}: motif {mid}: row {s!r} is not counts") from None
+        vals = _numbers(body.split())
+        if vals is None:
+            raise InputError(f"{source}:{lineno}: motif {mid}: row {s!r} is not finite counts")
         if not vals:
             raise InputError(f"{source}:{lineno}: motif {mid}: empty count row")
-        if any(not math.isfinite(v) or v < 0 for v in vals):
+        if any(v < 0 for v in vals):
             raise InputError(f"{source}:{lineno}: motif {mid}: row {s!r} has negative or non-finite counts")
         if len(rows) == 4:
             raise InputError(f"{source}:{lineno}: motif {mid}: more than 4 count rows")
@@ -441,7 +472,7 @@ def parse_transfac(text: str, source: str = "<text>") -> list[Motif]:
             raise InputError(f"{source}:{start}: motif {mid} is empty (no P0 matrix rows)")
         counts = np.array(rows, dtype=np.float64)  # [w, len(cols)]
         order = [cols.index(b) for b in "ACGT"]
-        motifs.append(motif_from_counts(mid, idn if ac else "", counts[:, order].T, f"{source}:{start}"))
+        motifs.append(motif_from_counts(mid, (idn or "") if ac else "", counts[:, order].T, f"{source}:{start}"))
         ac = idn = cols = None
         rows = []
         in_matrix = False
@@ -471,12 +502,12 @@ def parse_transfac(text: str, source: str = "<text>") -> list[Motif]:
         elif in_matrix and re.match(r"^\d+\s", s + " ") and tag not in ("XX",):
             parts = s.split()
             mid = ac or idn or "?"
-            try:
-                vals = [float(v) for v in parts[1:5]]
-            except ValueError:
-                raise InputError(f"{source}:{lineno}: motif {mid}: row {s!r} is not counts") from None
-            if len(vals) != 4 or any(not math.isfinite(v) or v < 0 for v in vals):
-                raise InputError(f"{source}:{lineno}: motif {mid}: row {s!r} is not 4 non-negative counts")
+            # four counts, then optionally a consensus letter (never a fifth number)
+            vals = _numbers(parts[1:5])
+            extra = parts[5:]
+            if (vals is None or len(vals) != 4 or any(v < 0 for v in vals)
+                    or (extra and (len(extra) > 1 or _number(extra[0]) is not None))):
+                raise InputError(f"{source}:{lineno}: motif {mid}: row {s!r} is not 4 finite non-negative counts")
             rows.append(vals)
         elif in_matrix and tag == "XX":
             in_matrix = False
