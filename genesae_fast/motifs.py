@@ -246,78 +246,84 @@ def parse_meme(text: str, source: str = "<text>") -> list[Motif]:
     """Parse MEME minimal (text) format.
 
     Rows are renormalised as MEME does (only when their sum is off by more than 1e-5);
-    a row whose sum is not within 0.02 of 1, a negative or non-numeric entry, a non-DNA
-    alphabet, a width mismatch or a motif without rows raise InputError.
+    a row whose sum is not within 0.02 of 1, a negative, non-finite or non-numeric entry,
+    a non-DNA alphabet, a width mismatch or a motif without rows raise InputError.
     """
     lines = text.splitlines()
     motifs: list[Motif] = []
     i = 0
-    n = len(lines)
-    while i < n:
+    while i < len(lines):
         s = lines[i].strip()
         if s.startswith("ALPHABET"):
             alph = s.split("=", 1)[1].strip() if "=" in s else ""
             if alph.upper() != "ACGT":
                 raise InputError(f"{source}:{i + 1}: alphabet {alph!r} is not DNA (ACGT)")
         elif s.startswith("MOTIF"):
-            parts = s.split()
-            if len(parts) < 2:
-                raise InputError(f"{source}:{i + 1}: MOTIF line without a name")
-            mid = parts[1]
-            alt = parts[2] if len(parts) > 2 else ""
-            motif_line = i + 1
-            i += 1
-            # find the matrix header before the next MOTIF
-            while i < n and not lines[i].strip().startswith("letter-probability matrix"):
-                if lines[i].strip().startswith("MOTIF"):
-                    raise InputError(f"{source}:{motif_line}: motif {mid} has no letter-probability matrix")
-                i += 1
-            if i == n:
-                raise InputError(f"{source}:{motif_line}: motif {mid} has no letter-probability matrix")
-            attrs = _meme_attrs(lines[i], source, i + 1, mid)
-            if attrs.get("alength", 4) != 4:
-                raise InputError(f"{source}:{i + 1}: motif {mid}: alength={attrs['alength']:g}, expected 4 (DNA)")
-            width = attrs.get("w")
-            rows: list[list[float]] = []
-            i += 1
-            while i < n:
-                t = lines[i].strip()
-                if not t:
-                    if rows:
-                        break
-                    i += 1
-                    continue
-                if width is not None and len(rows) == int(width):
-                    break
-                if not re.match(r"^[-+0-9.]", t):
-                    break
-                vals = t.split()
-                row = _numbers(vals)
-                if row is None:
-                    raise InputError(f"{source}:{i + 1}: motif {mid}: row {t!r} is not finite numbers")
-                if len(row) != 4:
-                    raise InputError(f"{source}:{i + 1}: motif {mid}: row has {len(row)} values, expected 4 (A C G T)")
-                if any(v < 0 for v in row) or abs(sum(row) - 1.0) > _PROB_ROW_TOL:
-                    raise InputError(f"{source}:{i + 1}: motif {mid}: row {t!r} is not a probability row")
-                rows.append(row)
-                i += 1
-            if not rows:
-                raise InputError(f"{source}:{motif_line}: motif {mid} is empty (no matrix rows)")
-            if width is not None and len(rows) != int(width):
-                raise InputError(f"{source}:{motif_line}: motif {mid}: w= {int(width)} but {len(rows)} rows")
-            probs = np.array(rows, dtype=np.float64)
-            for r in range(probs.shape[0]):
-                total = 0.0
-                for v in probs[r]:
-                    total += float(v)
-                if abs(total - 1.0) > _MEME_NORM_TOL:
-                    probs[r] = [float(v) / total for v in probs[r]]
-            motifs.append(Motif(id=mid, alt_id=alt, probs=probs, nsites=attrs.get("nsites")))
+            motif, i = _meme_motif(lines, i, source)
+            motifs.append(motif)
             continue
         i += 1
     if not motifs:
         raise InputError(f"{source}: no motifs found (expected MOTIF blocks with letter-probability matrices)")
     return motifs
+
+
+def _meme_motif(lines: list[str], i: int, source: str) -> tuple[Motif, int]:
+    """The motif whose ``MOTIF`` line is ``lines[i]``, and the index of the line after it."""
+    parts = lines[i].split()
+    if len(parts) < 2:
+        raise InputError(f"{source}:{i + 1}: MOTIF line without a name")
+    mid, alt = parts[1], (parts[2] if len(parts) > 2 else "")
+    motif_line = i + 1
+    i += 1
+    # find the matrix header before the next MOTIF
+    while i < len(lines) and not lines[i].strip().startswith("letter-probability matrix"):
+        if lines[i].strip().startswith("MOTIF"):
+            break
+        i += 1
+    if i == len(lines) or not lines[i].strip().startswith("letter-probability matrix"):
+        raise InputError(f"{source}:{motif_line}: motif {mid} has no letter-probability matrix")
+    attrs = _meme_attrs(lines[i], source, i + 1, mid)
+    if attrs.get("alength", 4) != 4:
+        raise InputError(f"{source}:{i + 1}: motif {mid}: alength={attrs['alength']:g}, expected 4 (DNA)")
+    width = None if attrs.get("w") is None else int(attrs["w"])
+    rows, i = _meme_rows(lines, i + 1, width, source, mid)
+    if not rows:
+        raise InputError(f"{source}:{motif_line}: motif {mid} is empty (no matrix rows)")
+    if width is not None and len(rows) != width:
+        raise InputError(f"{source}:{motif_line}: motif {mid}: w= {width} but {len(rows)} rows")
+    probs = np.array(rows, dtype=np.float64)
+    for r in range(probs.shape[0]):
+        total = 0.0
+        for v in probs[r]:
+            total += float(v)
+        if abs(total - 1.0) > _MEME_NORM_TOL:
+            probs[r] = [float(v) / total for v in probs[r]]
+    return Motif(id=mid, alt_id=alt, probs=probs, nsites=attrs.get("nsites")), i
+
+
+def _meme_rows(lines: list[str], i: int, width: int | None, source: str, mid: str) -> tuple[list, int]:
+    """Probability rows from ``lines[i]`` on (up to ``width``), and the next line index."""
+    rows: list[list[float]] = []
+    while i < len(lines):
+        t = lines[i].strip()
+        if not t:
+            if rows:
+                break
+            i += 1
+            continue
+        if (width is not None and len(rows) == width) or not re.match(r"^[-+0-9.]", t):
+            break
+        row = _numbers(t.split())
+        if row is None:
+            raise InputError(f"{source}:{i + 1}: motif {mid}: row {t!r} is not finite numbers")
+        if len(row) != 4:
+            raise InputError(f"{source}:{i + 1}: motif {mid}: row has {len(row)} values, expected 4 (A C G T)")
+        if any(v < 0 for v in row) or abs(sum(row) - 1.0) > _PROB_ROW_TOL:
+            raise InputError(f"{source}:{i + 1}: motif {mid}: row {t!r} is not a probability row")
+        rows.append(row)
+        i += 1
+    return rows, i
 
 
 def _meme_attrs(line: str, source: str, lineno: int, mid: str) -> dict:
@@ -499,22 +505,26 @@ def parse_transfac(text: str, source: str = "<text>") -> list[Motif]:
                 mid = ac or idn or "?"
                 raise InputError(f"{source}:{lineno}: motif {mid}: columns {' '.join(cols)} are not A C G T")
             in_matrix = True
-        elif in_matrix and re.match(r"^\d+\s", s + " ") and tag not in ("XX",):
-            parts = s.split()
-            mid = ac or idn or "?"
-            # four counts, then optionally a consensus letter (never a fifth number)
-            vals = _numbers(parts[1:5])
-            extra = parts[5:]
-            if (vals is None or len(vals) != 4 or any(v < 0 for v in vals)
-                    or (extra and (len(extra) > 1 or _number(extra[0]) is not None))):
-                raise InputError(f"{source}:{lineno}: motif {mid}: row {s!r} is not 4 finite non-negative counts")
-            rows.append(vals)
+        elif in_matrix and re.match(r"^[0-9]+\s", s + " ") and tag not in ("XX",):
+            rows.append(_transfac_row(s, f"{source}:{lineno}: motif {ac or idn or '?'}"))
         elif in_matrix and tag == "XX":
             in_matrix = False
     flush(len(lines))
     if not motifs:
         raise InputError(f"{source}: no TRANSFAC matrices found")
     return motifs
+
+
+def _transfac_row(s: str, where: str) -> list[float]:
+    """The A C G T counts of a numbered matrix row: four finite non-negative numbers,
+    then optionally a consensus letter (never a fifth number)."""
+    parts = s.split()
+    vals = _numbers(parts[1:5])
+    extra = parts[5:]
+    if (vals is None or len(vals) != 4 or any(v < 0 for v in vals)
+            or (extra and (len(extra) > 1 or _number(extra[0]) is not None))):
+        raise InputError(f"{where}: row {s!r} is not 4 finite non-negative counts")
+    return vals
 
 
 def write_transfac(motifs, path) -> None:

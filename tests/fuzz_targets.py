@@ -382,7 +382,7 @@ def _set_path(obj, path, value):
 
 
 STORE_FILES = ["zarr.json", "_progress/chunk-000000000.json", "_progress/chunk-000000003.json",
-               "_progress/coords.json"]
+               "_progress/coords.json", "activations/zarr.json", "bp_start/zarr.json"]
 
 
 def store_mutations():
@@ -403,9 +403,10 @@ def _apply_store_mutation(root: Path, mutation) -> None:
         doc = json.loads(f.read_bytes())
     except (ValueError, UnicodeDecodeError):
         return  # an earlier raw edit broke the JSON: nothing to edit field-wise
-    if name == "zarr.json" and not (isinstance(doc, dict) and "attributes" in doc):
+    group_attrs = name == "zarr.json"  # the group's: edit its attributes; an array's: all of it
+    if group_attrs and not (isinstance(doc, dict) and "attributes" in doc):
         return
-    target = doc["attributes"] if name == "zarr.json" else doc
+    target = doc["attributes"] if group_attrs else doc
     paths = list(_json_paths(target))
     path = paths[index % len(paths)]
     if op == "delete":
@@ -417,7 +418,7 @@ def _apply_store_mutation(root: Path, mutation) -> None:
         del parent[path[-1]]
     else:
         target = _set_path(target, path, value)
-        if name == "zarr.json":
+        if group_attrs:
             doc["attributes"] = target
         else:
             doc = target
@@ -608,4 +609,6 @@ def targets(wide: bool = False) -> dict:
         "store_metadata": (st.tuples(st.lists(store_mutations(), min_size=1, max_size=2)), check_store_mutation),
         "train_counts": (st.tuples(st.sampled_from(["--tokens", "--batch"]), count_texts()), check_train_count),
         "kmers_counts": (kmers_cases(wide), check_kmers_counts),
+        # the campaign also runs the CI ranges, so a crash in the wide ones hides nothing else
+        **({"kmers_counts_narrow": (kmers_cases(False), check_kmers_counts)} if wide else {}),
     }

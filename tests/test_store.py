@@ -175,6 +175,7 @@ def test_open_refusals(tmp_path, rng):
         ActivationStore.open(tmp_path / "empty")
     w = StoreWriter.create(tmp_path / "p.zarr", n_rows=100, d=4, config={}, chunk_rows=32, coordinates=False)
     w.write_chunk(0, np.ones((32, 4), np.float32))
+    w.flush()  # the commit record is written in the background; open() reads records once
     with pytest.raises(InputError, match="not finished"):
         ActivationStore.open(tmp_path / "p.zarr")
     s = ActivationStore.open(tmp_path / "p.zarr", allow_partial=True)

@@ -53,7 +53,7 @@ class ActivationStore:
         self.mean = np.asarray(stats.get("mean", np.zeros(self.d)), dtype=np.float64)
         self.norm_scale = float(stats.get("norm_scale", 0.0))
         self.verify_reads = bool(verify)
-        self._acts = group[layout.ACTIVATIONS]
+        self._acts = self._array(layout.ACTIVATIONS)
         self._stored_dtype = np.dtype(layout.STORED_DTYPE[self.dtype]).newbyteorder("<")
         self._fast = backend.local and self._is_raw(self._acts)
         self._crcs: dict[int, int] | None = None
@@ -105,13 +105,19 @@ class ActivationStore:
             raise InputError(
                 f"{path}: extraction not finished (rerun the same extract command to resume it)"
             )
-        try:
-            store = cls(backend, group, attrs, verify=verify)
-        except KeyError as exc:
-            raise InputError(f"{path}: damaged store, missing {exc}") from None
+        store = cls(backend, group, attrs, verify=verify)
         store._check_arrays()
         store._load_records()
         return store
+
+    def _array(self, name: str):
+        """The Zarr array ``name``; InputError when it is missing or its metadata is damaged."""
+        try:
+            return self._group[name]
+        except KeyError:
+            raise InputError(f"{self.path}: array '{name}' is missing") from None
+        except Exception as exc:  # zarr raises many types (ValueError, TypeError, ...) on damaged metadata
+            raise InputError(f"{self.path}: array '{name}' has damaged metadata ({_one_line(exc)})") from None
 
     def _check_arrays(self) -> None:
         shape, chunks = tuple(self._acts.shape), tuple(self._acts.chunks)
@@ -123,10 +129,7 @@ class ActivationStore:
             raise InputError(f"{self.path}: activations are stored as {self._acts.dtype}, attributes say {self.dtype}")
         if self.has_coordinates:
             for name in layout.COORDINATES:
-                try:
-                    arr = self._group[name]
-                except KeyError:
-                    raise InputError(f"{self.path}: coordinate array '{name}' is missing") from None
+                arr = self._array(name)
                 if tuple(arr.shape) != (self.n_rows,) or tuple(arr.chunks) != (self.chunk_rows,):
                     raise InputError(f"{self.path}: coordinate array '{name}' has shape {tuple(arr.shape)}, "
                                      f"chunks {tuple(arr.chunks)}; expected ({self.n_rows},), ({self.chunk_rows},)")
@@ -300,7 +303,7 @@ class ActivationStore:
             return [str(exc).removeprefix(f"{self.path}: ")]
         bad = []
         for name in layout.COORDINATES:
-            arr = self._group[name]
+            arr = self._array(name)
             for k in ks:
                 start, stop = self.chunk_bounds(k)
                 try:
@@ -368,7 +371,7 @@ class ActivationStore:
     def _coord(self, name: str) -> np.ndarray:
         if name not in self._coords_cache:
             try:
-                values = np.asarray(self._group[name][:])
+                values = np.asarray(self._array(name)[:])
             except Exception as exc:  # zarr/numcodecs raise many types on damaged data
                 raise InputError(f"{self.path}: coordinate array '{name}' is damaged ({_one_line(exc)})") from None
             if self.verify_reads and self._coord_crcs is not None:
@@ -449,8 +452,8 @@ class ActivationStore:
         return lo + r0, hi + r0
 
     # -- training batches ---------------------------------------------------------------
-    def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                epoch: int = 0, chunks: range | None = None, drop_last: bool = False, *,
+    def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, *, rank: int = 0, world_size: int = 1,
+                epoch: int = 0, chunks: range | None = None, drop_last: bool = False,
                 memory_budget: int | None = None, buffer_chunks: int | None = None, mode: str = "auto"):
         """Float32 batches ``[b, d]`` for one epoch (see ``genesae_fast.store.batches``).
 
@@ -467,12 +470,13 @@ class ActivationStore:
                                buffer_chunks=buffer_chunks, mode=mode)
 
     def epoch_rows(self, rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
-                   chunks: range | None = None, shuffle: bool = True, memory_budget: int | None = None,
+                   chunks: range | None = None, *, shuffle: bool = True, memory_budget: int | None = None,
                    mode: str = "auto") -> int:
         """How many rows :meth:`batches` gives ``rank`` in this epoch (for equal DDP steps)."""
         from genesae_fast.store.batches import plan_epoch
 
-        return plan_epoch(self, rank, world_size, seed, epoch, chunks, shuffle, memory_budget, mode).n_rows
+        return plan_epoch(self, rank=rank, world_size=world_size, seed=seed, epoch=epoch, chunks=chunks,
+                          shuffle=shuffle, memory_budget=memory_budget, mode=mode).n_rows
 
     def summary(self) -> dict:
         """The dict that ``describe`` returns."""
