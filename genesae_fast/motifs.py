@@ -230,7 +230,7 @@ def read_meme_background(path: str | os.PathLike) -> list[float] | None:
                 if nxt.strip().startswith("MOTIF"):
                     break
                 words += nxt.split()
-            pairs = dict(zip(words[0::2], words[1::2]))
+            pairs = dict(zip(words[0::2], words[1::2], strict=False))
             freqs = _numbers([pairs.get(b, "") for b in "ACGT"])
             if freqs is None or min(freqs) < 0 or sum(freqs) <= 0:
                 raise InputError(f"{path}:{i + 1}: unreadable background letter frequencies "
@@ -358,7 +358,7 @@ def write_meme(motifs, path, background=None, decimals: int = 6) -> None:
     """
     bg = background if background is not None else (0.25, 0.25, 0.25, 0.25)
     out = ["MEME version 4", "", "ALPHABET= ACGT", "", "strands: + -", "", "Background letter frequencies"]
-    out.append(" ".join(f"{b} {float(f):.6f}" for b, f in zip("ACGT", bg)))
+    out.append(" ".join(f"{b} {float(f):.6f}" for b, f in zip("ACGT", bg, strict=True)))
     out.append("")
     for m in motifs:
         out.append(f"MOTIF {m.id}" + (f" {m.alt_id}" if m.alt_id else ""))

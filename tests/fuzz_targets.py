@@ -163,7 +163,7 @@ def check_fasta(data: bytes) -> None:
         return
     assert not (isinstance(want, tuple) and want[0] == "error"), (want, got)
     assert [(r.name, r.description) for r in got] == [(w[0], w[1]) for w in want]
-    for r, w in zip(got, want):
+    for r, w in zip(got, want, strict=True):
         assert r.codes.tolist() == w[2] and r.softmask.tolist() == w[3]
 
 
@@ -221,7 +221,7 @@ def check_motif_round_trip(motifs, fmt: str) -> None:
         back = load_motifs(path)
     assert [m.id for m in back] == [m.id for m in motifs]
     assert [m.alt_id for m in back] == [m.alt_id for m in motifs]
-    for a, b in zip(back, motifs):
+    for a, b in zip(back, motifs, strict=True):
         np.testing.assert_allclose(a.probs, b.probs, atol=2e-6 if fmt == "meme" else 1e-9)
         assert a.nsites == b.nsites if fmt == "meme" else abs(a.nsites - b.nsites) <= 1e-6 * b.nsites
 
@@ -464,7 +464,7 @@ def check_store_mutation(mutations) -> None:
     if kind == "ok":
         s, rows, batches, coords = got
         assert np.array_equal(rows, want_rows) and np.array_equal(batches, want_rows)
-        assert all(np.array_equal(a, b) for a, b in zip(coords, want_coords))
+        assert all(np.array_equal(a, b) for a, b in zip(coords, want_coords, strict=True))
         assert np.array_equal(s.mean, ref.mean) and s.norm_scale == ref.norm_scale
 
 

@@ -37,7 +37,7 @@ def test_default_set_matches_pyjaspar():
     fresh = sorted(_load_pyjaspar("2024", "CORE", "vertebrates", "test"), key=lambda m: m.id)
     assert [m.id for m in shipped] == [m.id for m in fresh]
     assert [m.alt_id for m in shipped] == [m.alt_id for m in fresh]
-    for a, b in zip(shipped, fresh):
+    for a, b in zip(shipped, fresh, strict=True):
         assert a.probs.shape == b.probs.shape
         np.testing.assert_allclose(a.probs, b.probs, atol=5.1e-7, rtol=0)
         assert a.nsites == pytest.approx(b.nsites, rel=1e-9)
@@ -68,7 +68,7 @@ def test_round_trip_every_format(tmp_path_factory, seed, n):
         back = load_motifs(path)
         assert [m.id for m in back] == [m.id for m in motifs]
         assert [m.alt_id for m in back] == [m.alt_id for m in motifs]
-        for a, b in zip(motifs, back):
+        for a, b in zip(motifs, back, strict=True):
             np.testing.assert_allclose(b.probs, a.probs, atol=tol, rtol=0)
             assert b.nsites == pytest.approx(a.nsites, rel=1e-9)
 

@@ -31,7 +31,9 @@ def _int_field(attrs: dict, key: str, minimum: int, path) -> int:
 
 
 def check_attrs(attrs: dict, path) -> None:
-    """Validate the ``genesae`` attributes of a store (types, ranges, sequence rows).
+    """Validate the ``genesae`` attributes of a store (types, ranges, sequence rows); the
+    statistics' values are checked by :func:`check_stats` once the commit records are
+    (a NaN in a chunk's record names the chunk, not just the mean it spoiled).
 
     Raises
     ------
@@ -55,8 +57,8 @@ def check_attrs(attrs: dict, path) -> None:
     if not isinstance(attrs.get("config", ""), str):
         raise InputError(f"{path}: store attribute 'config' is {attrs.get('config')!r}, expected a string")
     _check_sequences(attrs.get("genome"), n_rows, path)
-    if attrs.get("complete", False):
-        check_stats(attrs.get("stats"), n_rows, d, path)
+    if d > 0 and attrs.get("complete", False) and not isinstance(attrs.get("stats"), dict):
+        raise InputError(f"{path}: store statistics are missing or damaged (expected a 'stats' object)")
 
 
 def _check_sequences(genome, n_rows: int, path) -> None:
@@ -123,18 +125,17 @@ def check_stats_match_records(mean: np.ndarray, scale: float, records: list[dict
                          "(zarr.json or _progress/ was edited)")
 
 
+# Stored dtype -> (unsigned view, mask without the sign bit, smallest non-finite pattern)
+_NONFINITE = {"float16": (np.uint16, 0x7FFF, 0x7C00), "bfloat16": (np.uint16, 0x7FFF, 0x7F80),
+              "float32": (np.uint32, 0x7FFFFFFF, 0x7F800000)}
+
+
 def check_finite(x: np.ndarray, dtype: str) -> bool:
-    """Whether every stored activation of ``x`` (stored dtype) is finite."""
-    import warnings
+    """Whether every stored activation of ``x`` (stored dtype) is finite.
 
-    import torch
-
-    x = np.ascontiguousarray(x)
-    with warnings.catch_warnings():  # a read-only array: torch warns about writes, it only reads here
-        warnings.simplefilter("ignore", UserWarning)
-        if dtype == "bfloat16":
-            t = torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
-        else:
-            t = torch.from_numpy(x)
-    # torch's isfinite is vectorised and multithreaded: ~10x numpy's on float16.
-    return bool(torch.isfinite(t).all())
+    Works on the bits (an all-ones exponent is inf or NaN): ~2x faster than a float
+    test on float16, which numpy and single-threaded torch do slowly.
+    """
+    view, mask, low = _NONFINITE[dtype]
+    bits = np.ascontiguousarray(x).reshape(-1).view(view)
+    return bits.size == 0 or int(np.bitwise_and(bits, mask).max()) < low
