@@ -9,6 +9,9 @@ Figures are logical GB/s of float16 rows (rows x d x 2 bytes / s), d = 512:
 * shuffled streaming, warm: one epoch of ``store.batches(4096, mode="stream")`` vs the same
   chunk-group shuffle over a numpy memmap of the same rows.
 * in-memory batches: a second epoch of ``store.batches(4096, mode="memory")``.
+* verification cost (``--verify-cost`` alone, or part of the full run): reading every
+  chunk, and one shuffled streaming epoch, with the default CRC-32 + finiteness check of
+  every chunk read vs ``ActivationStore.open(path, verify=False)``, same data, interleaved.
 
 Run: ``/work/venv/bin/python benchmarks/bench_store.py --rows 2000000`` (prints a table), or
 ``/work/venv/bin/pytest benchmarks/bench_store.py`` (pytest-benchmark, 262,144 rows).
@@ -112,6 +115,33 @@ def epoch_rows(store: ActivationStore, mode: str, seed: int = 0) -> int:
     return sum(len(b) for b in store.batches(BATCH, seed=seed, mode=mode))
 
 
+def read_all_chunks(store: ActivationStore) -> int:
+    buf = np.empty((store.chunk_rows, store.d), dtype=store._stored_dtype)
+    for k in range(store.n_chunks):
+        store.read_chunk(k, out=buf)
+    return store.n_rows
+
+
+def verify_cost(path: Path, gb: float, rounds: int = 3) -> dict:
+    """GB/s of chunk reads and of a streaming epoch, verified vs not (best of ``rounds``,
+    the two interleaved so load on a shared machine hits both alike)."""
+    stores = {True: ActivationStore.open(path), False: ActivationStore.open(path, verify=False)}
+    best = {}
+    for _ in range(rounds):
+        for verify, store in stores.items():
+            for what, fn in (("chunk reads", read_all_chunks), ("shuffled epoch", lambda s: epoch_rows(s, "stream"))):
+                t = time.perf_counter()
+                fn(store)
+                key = (what, verify)
+                best[key] = min(best.get(key, np.inf), time.perf_counter() - t)
+    out = {}
+    for what in ("chunk reads", "shuffled epoch"):
+        out[f"{what} verified GB/s"] = gb / best[(what, True)]
+        out[f"{what} unverified GB/s"] = gb / best[(what, False)]
+        out[f"{what} verified/unverified"] = best[(what, False)] / best[(what, True)]
+    return out
+
+
 def run(rows: int, folder: Path) -> dict:
     x = make_data(rows)
     gb = x.nbytes / 1e9
@@ -141,6 +171,17 @@ def run(rows: int, folder: Path) -> dict:
     t = time.perf_counter()
     assert epoch_rows(store, "memory", seed=1) == rows
     out["in-memory batches GB/s"] = gb / (time.perf_counter() - t)
+    out.update(verify_cost(folder / "s.zarr", gb))
+    return out
+
+
+def run_verify_cost(rows: int, folder: Path) -> dict:
+    """Only the verification cost (a short run): write a store, time reads both ways."""
+    x = make_data(rows)
+    store_durable_write(x, folder / "v.zarr")
+    out = {"rows": rows, "GB": x.nbytes / 1e9}
+    out.update(verify_cost(folder / "v.zarr", out["GB"]))
+    shutil.rmtree(folder / "v.zarr")
     return out
 
 
@@ -188,13 +229,15 @@ if __name__ == "__main__":
     ap.add_argument("--dir", default=None, help="scratch folder (default: a temp folder)")
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="torch intra-op threads (1: on a shared 2-core box OpenMP threads stall each other)")
+    ap.add_argument("--verify-cost", action="store_true",
+                    help="only measure the cost of verified reads (CRC-32 + finiteness) against unverified ones")
     args = ap.parse_args()
     torch.set_num_threads(args.torch_threads)
     folder = Path(tempfile.mkdtemp(dir=args.dir, prefix="bench_store_"))
     try:
         results = []
         for r in range(args.rounds):
-            res = run(args.rows, folder)
+            res = (run_verify_cost if args.verify_cost else run)(args.rows, folder)
             results.append(res)
             print(f"round {r + 1}: " + ", ".join(f"{k} {v:.3g}" for k, v in res.items()), flush=True)
         keys = [k for k in results[0] if k not in ("rows", "GB")]

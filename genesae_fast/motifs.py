@@ -37,6 +37,25 @@ _MEME_NORM_TOL = 1e-5
 _PROB_ROW_TOL = 0.02
 
 
+# A plain decimal or scientific number; float() alone would also take "nan", "inf",
+# "1_0" (as 10) and non-ASCII digits.
+_NUMBER_RE = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def _number(text: str) -> float | None:
+    """``text`` as a finite float, or None when it is not a plain finite number."""
+    if not _NUMBER_RE.fullmatch(text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _numbers(words) -> list[float] | None:
+    """Every word as a finite float, or None if any is not one."""
+    out = [_number(w) for w in words]
+    return None if any(v is None for v in out) else out
+
+
 @dataclass
 class Motif:
     """A position probability matrix.
@@ -177,7 +196,11 @@ def motif_from_counts(mid: str, alt: str, rows_acgt, source: str = "<counts>") -
         raise InputError(f"{source}: motif {mid}: empty matrix")
     if not np.all(np.isfinite(counts)) or np.any(counts < 0):
         raise InputError(f"{source}: motif {mid}: counts must be finite and non-negative")
-    sums = counts.sum(axis=0)
+    with np.errstate(over="ignore"):  # an overflow is reported below, not warned about
+        sums = counts.sum(axis=0)
+    big = np.flatnonzero(~np.isfinite(sums))
+    if big.size:
+        raise InputError(f"{source}: motif {mid}: column {big[0] + 1} counts overflow (sum beyond 1.8e308)")
     bad = np.flatnonzero(sums <= 0)
     if bad.size:
         raise InputError(f"{source}: motif {mid}: column {bad[0] + 1} has no counts")
@@ -207,11 +230,12 @@ def read_meme_background(path: str | os.PathLike) -> list[float] | None:
                 if nxt.strip().startswith("MOTIF"):
                     break
                 words += nxt.split()
-            pairs = dict(zip(words[0::2], words[1::2]))
-            try:
-                return [float(pairs[b]) for b in "ACGT"]
-            except (KeyError, ValueError):
-                raise InputError(f"{path}:{i + 1}: unreadable background letter frequencies") from None
+            pairs = dict(zip(words[0::2], words[1::2], strict=False))
+            freqs = _numbers([pairs.get(b, "") for b in "ACGT"])
+            if freqs is None or min(freqs) < 0 or sum(freqs) <= 0:
+                raise InputError(f"{path}:{i + 1}: unreadable background letter frequencies "
+                                 "(need A C G T with finite, non-negative values)")
+            return freqs
     return None
 
 
@@ -222,74 +246,21 @@ def parse_meme(text: str, source: str = "<text>") -> list[Motif]:
     """Parse MEME minimal (text) format.
 
     Rows are renormalised as MEME does (only when their sum is off by more than 1e-5);
-    a row whose sum is not within 0.02 of 1, a negative or non-numeric entry, a non-DNA
-    alphabet, a width mismatch or a motif without rows raise InputError.
+    a row whose sum is not within 0.02 of 1, a negative, non-finite or non-numeric entry,
+    a non-DNA alphabet, a width mismatch or a motif without rows raise InputError.
     """
     lines = text.splitlines()
     motifs: list[Motif] = []
     i = 0
-    n = len(lines)
-    while i < n:
+    while i < len(lines):
         s = lines[i].strip()
         if s.startswith("ALPHABET"):
             alph = s.split("=", 1)[1].strip() if "=" in s else ""
             if alph.upper() != "ACGT":
                 raise InputError(f"{source}:{i + 1}: alphabet {alph!r} is not DNA (ACGT)")
         elif s.startswith("MOTIF"):
-            parts = s.split()
-            if len(parts) < 2:
-                raise InputError(f"{source}:{i + 1}: MOTIF line without a name")
-            mid = parts[1]
-            alt = parts[2] if len(parts) > 2 else ""
-            motif_line = i + 1
-            i += 1
-            # find the matrix header before the next MOTIF
-            while i < n and not lines[i].strip().startswith("letter-probability matrix"):
-                if lines[i].strip().startswith("MOTIF"):
-                    raise InputError(f"{source}:{motif_line}: motif {mid} has no letter-probability matrix")
-                i += 1
-            if i == n:
-                raise InputError(f"{source}:{motif_line}: motif {mid} has no letter-probability matrix")
-            attrs = _meme_attrs(lines[i], source, i + 1, mid)
-            if attrs.get("alength", 4) != 4:
-                raise InputError(f"{source}:{i + 1}: motif {mid}: alength={attrs['alength']:g}, expected 4 (DNA)")
-            width = attrs.get("w")
-            rows: list[list[float]] = []
-            i += 1
-            while i < n:
-                t = lines[i].strip()
-                if not t:
-                    if rows:
-                        break
-                    i += 1
-                    continue
-                if width is not None and len(rows) == int(width):
-                    break
-                if not re.match(r"^[-+0-9.]", t):
-                    break
-                vals = t.split()
-                try:
-                    row = [float(v) for v in vals]
-                except ValueError:
-                    raise InputError(f"{source}:{i + 1}: motif {mid}: row {t!r} is not numbers") from None
-                if len(row) != 4:
-                    raise InputError(f"{source}:{i + 1}: motif {mid}: row has {len(row)} values, expected 4 (A C G T)")
-                if any(not math.isfinite(v) or v < 0 for v in row) or abs(sum(row) - 1.0) > _PROB_ROW_TOL:
-                    raise InputError(f"{source}:{i + 1}: motif {mid}: row {t!r} is not a probability row")
-                rows.append(row)
-                i += 1
-            if not rows:
-                raise InputError(f"{source}:{motif_line}: motif {mid} is empty (no matrix rows)")
-            if width is not None and len(rows) != int(width):
-                raise InputError(f"{source}:{motif_line}: motif {mid}: w= {int(width)} but {len(rows)} rows")
-            probs = np.array(rows, dtype=np.float64)
-            for r in range(probs.shape[0]):
-                total = 0.0
-                for v in probs[r]:
-                    total += float(v)
-                if abs(total - 1.0) > _MEME_NORM_TOL:
-                    probs[r] = [float(v) / total for v in probs[r]]
-            motifs.append(Motif(id=mid, alt_id=alt, probs=probs, nsites=attrs.get("nsites")))
+            motif, i = _meme_motif(lines, i, source)
+            motifs.append(motif)
             continue
         i += 1
     if not motifs:
@@ -297,14 +268,81 @@ def parse_meme(text: str, source: str = "<text>") -> list[Motif]:
     return motifs
 
 
+def _meme_motif(lines: list[str], i: int, source: str) -> tuple[Motif, int]:
+    """The motif whose ``MOTIF`` line is ``lines[i]``, and the index of the line after it."""
+    parts = lines[i].split()
+    if len(parts) < 2:
+        raise InputError(f"{source}:{i + 1}: MOTIF line without a name")
+    mid, alt = parts[1], (parts[2] if len(parts) > 2 else "")
+    motif_line = i + 1
+    i += 1
+    # find the matrix header before the next MOTIF
+    while i < len(lines) and not lines[i].strip().startswith("letter-probability matrix"):
+        if lines[i].strip().startswith("MOTIF"):
+            break
+        i += 1
+    if i == len(lines) or not lines[i].strip().startswith("letter-probability matrix"):
+        raise InputError(f"{source}:{motif_line}: motif {mid} has no letter-probability matrix")
+    attrs = _meme_attrs(lines[i], source, i + 1, mid)
+    if attrs.get("alength", 4) != 4:
+        raise InputError(f"{source}:{i + 1}: motif {mid}: alength={attrs['alength']:g}, expected 4 (DNA)")
+    width = None if attrs.get("w") is None else int(attrs["w"])
+    rows, i = _meme_rows(lines, i + 1, width, source, mid)
+    if not rows:
+        raise InputError(f"{source}:{motif_line}: motif {mid} is empty (no matrix rows)")
+    if width is not None and len(rows) != width:
+        raise InputError(f"{source}:{motif_line}: motif {mid}: w= {width} but {len(rows)} rows")
+    probs = np.array(rows, dtype=np.float64)
+    for r in range(probs.shape[0]):
+        total = 0.0
+        for v in probs[r]:
+            total += float(v)
+        if abs(total - 1.0) > _MEME_NORM_TOL:
+            probs[r] = [float(v) / total for v in probs[r]]
+    return Motif(id=mid, alt_id=alt, probs=probs, nsites=attrs.get("nsites")), i
+
+
+def _meme_rows(lines: list[str], i: int, width: int | None, source: str, mid: str) -> tuple[list, int]:
+    """Probability rows from ``lines[i]`` on (up to ``width``), and the next line index."""
+    rows: list[list[float]] = []
+    while i < len(lines):
+        t = lines[i].strip()
+        if not t:
+            if rows:
+                break
+            i += 1
+            continue
+        if (width is not None and len(rows) == width) or not re.match(r"^[-+0-9.]", t):
+            break
+        row = _numbers(t.split())
+        if row is None:
+            raise InputError(f"{source}:{i + 1}: motif {mid}: row {t!r} is not finite numbers")
+        if len(row) != 4:
+            raise InputError(f"{source}:{i + 1}: motif {mid}: row has {len(row)} values, expected 4 (A C G T)")
+        if any(v < 0 for v in row) or abs(sum(row) - 1.0) > _PROB_ROW_TOL:
+            raise InputError(f"{source}:{i + 1}: motif {mid}: row {t!r} is not a probability row")
+        rows.append(row)
+        i += 1
+    return rows, i
+
+
 def _meme_attrs(line: str, source: str, lineno: int, mid: str) -> dict:
+    """``key= value`` pairs of a ``letter-probability matrix:`` line; ``w`` and ``alength``
+    must be whole numbers (``w`` >= 0, ``alength`` >= 1), ``nsites`` finite and >= 0."""
     body = line.split(":", 1)[1] if ":" in line else ""
     out = {}
     for key, val in re.findall(r"(\w+)\s*=\s*(\S+)", body):
-        try:
-            out[key] = float(val)
-        except ValueError:
-            raise InputError(f"{source}:{lineno}: motif {mid}: {key}= {val!r} is not a number") from None
+        number = _number(val)
+        if number is None and key in ("w", "alength", "nsites"):
+            raise InputError(f"{source}:{lineno}: motif {mid}: {key}= {val!r} is not a finite number")
+        if number is not None:  # others (E= can be below 1e-308) are not used
+            out[key] = number
+    for key, low in (("w", 0), ("alength", 1)):  # w= 0 is reported as an empty motif
+        if key in out and (out[key] < low or out[key] != int(out[key])):
+            raise InputError(f"{source}:{lineno}: motif {mid}: {key}= {out[key]:g} is not a "
+                             f"{'non-negative' if low == 0 else 'positive'} integer")
+    if out.get("nsites", 0) < 0:
+        raise InputError(f"{source}:{lineno}: motif {mid}: nsites= {out['nsites']:g} is negative")
     return out
 
 
@@ -320,7 +358,7 @@ def write_meme(motifs, path, background=None, decimals: int = 6) -> None:
     """
     bg = background if background is not None else (0.25, 0.25, 0.25, 0.25)
     out = ["MEME version 4", "", "ALPHABET= ACGT", "", "strands: + -", "", "Background letter frequencies"]
-    out.append(" ".join(f"{b} {float(f):.6f}" for b, f in zip("ACGT", bg)))
+    out.append(" ".join(f"{b} {float(f):.6f}" for b, f in zip("ACGT", bg, strict=True)))
     out.append("")
     for m in motifs:
         out.append(f"MOTIF {m.id}" + (f" {m.alt_id}" if m.alt_id else ""))
@@ -386,13 +424,12 @@ def parse_jaspar(text: str, source: str = "<text>") -> list[Motif]:
         m = re.match(r"^([ACGTacgt])\s*\[?(.*?)\]?\s*$", s)
         letter, body = (m.group(1).upper(), m.group(2)) if m else ("", s.strip("[] "))
         body = body.replace("[", " ").replace("]", " ")
-        try:
-            vals = [float(v) for v in body.split()]
-        except ValueError:
-            raise InputError(f"{source}:{lineno}: motif {mid}: row {s!r} is not counts") from None
+        vals = _numbers(body.split())
+        if vals is None:
+            raise InputError(f"{source}:{lineno}: motif {mid}: row {s!r} is not finite counts")
         if not vals:
             raise InputError(f"{source}:{lineno}: motif {mid}: empty count row")
-        if any(not math.isfinite(v) or v < 0 for v in vals):
+        if any(v < 0 for v in vals):
             raise InputError(f"{source}:{lineno}: motif {mid}: row {s!r} has negative or non-finite counts")
         if len(rows) == 4:
             raise InputError(f"{source}:{lineno}: motif {mid}: more than 4 count rows")
@@ -441,7 +478,7 @@ def parse_transfac(text: str, source: str = "<text>") -> list[Motif]:
             raise InputError(f"{source}:{start}: motif {mid} is empty (no P0 matrix rows)")
         counts = np.array(rows, dtype=np.float64)  # [w, len(cols)]
         order = [cols.index(b) for b in "ACGT"]
-        motifs.append(motif_from_counts(mid, idn if ac else "", counts[:, order].T, f"{source}:{start}"))
+        motifs.append(motif_from_counts(mid, (idn or "") if ac else "", counts[:, order].T, f"{source}:{start}"))
         ac = idn = cols = None
         rows = []
         in_matrix = False
@@ -468,22 +505,26 @@ def parse_transfac(text: str, source: str = "<text>") -> list[Motif]:
                 mid = ac or idn or "?"
                 raise InputError(f"{source}:{lineno}: motif {mid}: columns {' '.join(cols)} are not A C G T")
             in_matrix = True
-        elif in_matrix and re.match(r"^\d+\s", s + " ") and tag not in ("XX",):
-            parts = s.split()
-            mid = ac or idn or "?"
-            try:
-                vals = [float(v) for v in parts[1:5]]
-            except ValueError:
-                raise InputError(f"{source}:{lineno}: motif {mid}: row {s!r} is not counts") from None
-            if len(vals) != 4 or any(not math.isfinite(v) or v < 0 for v in vals):
-                raise InputError(f"{source}:{lineno}: motif {mid}: row {s!r} is not 4 non-negative counts")
-            rows.append(vals)
+        elif in_matrix and re.match(r"^[0-9]+\s", s + " ") and tag not in ("XX",):
+            rows.append(_transfac_row(s, f"{source}:{lineno}: motif {ac or idn or '?'}"))
         elif in_matrix and tag == "XX":
             in_matrix = False
     flush(len(lines))
     if not motifs:
         raise InputError(f"{source}: no TRANSFAC matrices found")
     return motifs
+
+
+def _transfac_row(s: str, where: str) -> list[float]:
+    """The A C G T counts of a numbered matrix row: four finite non-negative numbers,
+    then optionally a consensus letter (never a fifth number)."""
+    parts = s.split()
+    vals = _numbers(parts[1:5])
+    extra = parts[5:]
+    if (vals is None or len(vals) != 4 or any(v < 0 for v in vals)
+            or (extra and (len(extra) > 1 or _number(extra[0]) is not None))):
+        raise InputError(f"{where}: row {s!r} is not 4 finite non-negative counts")
+    return vals
 
 
 def write_transfac(motifs, path) -> None:

@@ -1,6 +1,8 @@
 """Motif files: the shipped JASPAR set, MEME/JASPAR/TRANSFAC round trips, bad files refused."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -35,7 +37,7 @@ def test_default_set_matches_pyjaspar():
     fresh = sorted(_load_pyjaspar("2024", "CORE", "vertebrates", "test"), key=lambda m: m.id)
     assert [m.id for m in shipped] == [m.id for m in fresh]
     assert [m.alt_id for m in shipped] == [m.alt_id for m in fresh]
-    for a, b in zip(shipped, fresh):
+    for a, b in zip(shipped, fresh, strict=True):
         assert a.probs.shape == b.probs.shape
         np.testing.assert_allclose(a.probs, b.probs, atol=5.1e-7, rtol=0)
         assert a.nsites == pytest.approx(b.nsites, rel=1e-9)
@@ -66,7 +68,7 @@ def test_round_trip_every_format(tmp_path_factory, seed, n):
         back = load_motifs(path)
         assert [m.id for m in back] == [m.id for m in motifs]
         assert [m.alt_id for m in back] == [m.alt_id for m in motifs]
-        for a, b in zip(motifs, back):
+        for a, b in zip(motifs, back, strict=True):
             np.testing.assert_allclose(b.probs, a.probs, atol=tol, rtol=0)
             assert b.nsites == pytest.approx(a.nsites, rel=1e-9)
 
@@ -122,13 +124,44 @@ MEME_HEAD = "MEME version 4\n\nALPHABET= ACGT\n\nstrands: + -\n\n"
         ("AC T1\nXX\nP0 A C G U\n01 1 2 3 4\nXX\n//\n", "transfac", ["T1", ":3:", "A C G T"]),
         ("AC T2\nXX\nP0 A C G T\n01 1 2 x 4\nXX\n//\n", "transfac", ["T2", ":4:"]),
         ("AC T3\nXX\nP0 A C G T\nXX\n//\n", "transfac", ["T3", "empty"]),
+        # issue 14: NaN/inf/overflow and lenient number syntax are refused, never warned about
+        (MEME_HEAD + "MOTIF wn\nletter-probability matrix: alength= 4 w= nan\n0.25 0.25 0.25 0.25\n", "meme",
+         ["wn", ":8:", "w= 'nan' is not a finite number"]),
+        (MEME_HEAD + "MOTIF wi\nletter-probability matrix: alength= 4 w= inf\n0.25 0.25 0.25 0.25\n", "meme",
+         ["wi", ":8:", "w= 'inf'"]),
+        (MEME_HEAD + "MOTIF wf\nletter-probability matrix: alength= 4 w= 1.5\n0.25 0.25 0.25 0.25\n", "meme",
+         ["wf", "w= 1.5 is not a non-negative integer"]),
+        (MEME_HEAD + "MOTIF wneg\nletter-probability matrix: alength= 4 w= -2\n0.25 0.25 0.25 0.25\n", "meme",
+         ["wneg", "w= -2"]),
+        (MEME_HEAD + "MOTIF ns\nletter-probability matrix: alength= 4 w= 1 nsites= nan\n0.25 0.25 0.25 0.25\n",
+         "meme", ["ns", "nsites= 'nan'"]),
+        (MEME_HEAD + "MOTIF ns2\nletter-probability matrix: alength= 4 w= 1 nsites= -3\n0.25 0.25 0.25 0.25\n",
+         "meme", ["ns2", "nsites= -3 is negative"]),
+        (MEME_HEAD + "MOTIF rn\nletter-probability matrix: alength= 4 w= 1\n0.25 nan 0.25 0.25\n", "meme",
+         ["rn", ":9:", "not finite numbers"]),
+        (MEME_HEAD + "MOTIF ru\nletter-probability matrix: alength= 4 w= 1\n0.2_5 0.25 0.25 0.25\n", "meme",
+         ["ru", ":9:"]),
+        (">J7 X\nA [1e308 1]\nC [1e308 1]\nG [1 2]\nT [1 2]\n", "jaspar", ["J7", "column 1", "overflow"]),
+        (">J8 X\nA [nan 1]\nC [1 1]\nG [1 2]\nT [1 2]\n", "jaspar", ["J8", ":2:", "not finite counts"]),
+        (">J9 X\nA [inf 1]\nC [1 1]\nG [1 2]\nT [1 2]\n", "jaspar", ["J9", ":2:"]),
+        (">J10 X\nA [1e400 1]\nC [1 1]\nG [1 2]\nT [1 2]\n", "jaspar", ["J10", ":2:"]),
+        (">J11 X\nA [1_0 1]\nC [1 1]\nG [1 2]\nT [1 2]\n", "jaspar", ["J11", ":2:"]),
+        (">J12 X\nA [1 1 1]\nC [1 1]\nG [1 2]\nT [1 2]\n", "jaspar", ["J12", "different lengths"]),
+        ("AC T4\nXX\nP0 A C G T\n01 1e308 1e308 1 1\nXX\n//\n", "transfac", ["T4", "overflow"]),
+        ("AC T5\nXX\nP0 A C G T\n01 1 nan 1 1\nXX\n//\n", "transfac", ["T5", ":4:"]),
+        ("AC T6\nXX\nP0 A C G T\n01 1 -inf 1 1\nXX\n//\n", "transfac", ["T6", ":4:"]),
+        ("AC T7\nXX\nP0 A C G T\n01 1 2 3\nXX\n//\n", "transfac", ["T7", ":4:", "not 4 finite"]),
+        ("AC T8\nXX\nP0 A C G T\n01 1 2 3 4 5\nXX\n//\n", "transfac", ["T8", ":4:"]),
+        ("AC T9\nXX\nP0 A C G T\n01 1 -2 3 4\nXX\n//\n", "transfac", ["T9", ":4:"]),
     ],
 )
 def test_bad_files_are_refused_with_one_line(tmp_path, text, fmt, pieces):
     path = tmp_path / f"bad.{fmt}"
     path.write_text(text)
-    with pytest.raises(InputError) as info:
-        load_motifs(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused outright, no warning first
+        with pytest.raises(InputError) as info:
+            load_motifs(path)
     msg = str(info.value)
     assert "\n" not in msg and str(path) in msg
     for piece in pieces:
@@ -151,3 +184,23 @@ def test_parsers_accept_their_own_examples():
     assert (t.id, t.alt_id, t.width) == ("MA0004.1", "Arnt", 2)
     (j,) = parse_jaspar(">MA0004.1\tArnt\nA  [ 4 19 ]\nC  [16 0 ]\nG  [ 0 1 ]\nT  [ 0 0 ]\n")
     np.testing.assert_allclose(j.probs, t.probs)
+
+
+def test_transfac_consensus_column_and_tiny_exponents_are_fine():
+    (t,) = parse_transfac("AC T\nXX\nP0 A C G T\n01 1 2 3 4 N\n02 1e-3 0 0 1E+1 A\nXX\n//\n")
+    np.testing.assert_allclose(t.probs[0], [0.1, 0.2, 0.3, 0.4])
+    text = MEME_HEAD + "MOTIF e\nletter-probability matrix: alength= 4 w= 1 nsites= 7 E= 1e-1500\n0.1 0.2 0.3 0.4\n"
+    (m,) = parse_meme(text)
+    assert m.nsites == 7.0 and m.width == 1
+
+
+def test_meme_background_must_be_finite(tmp_path):
+    from genesae_fast.motifs import read_meme_background
+
+    p = tmp_path / "bg.meme"
+    p.write_text("MEME version 4\n\nBackground letter frequencies\nA 0.3 C 0.2 G 0.2 T 0.3\n")
+    assert read_meme_background(p) == [0.3, 0.2, 0.2, 0.3]
+    for bad in ("A nan C 0.2 G 0.2 T 0.3", "A 0.3 C inf G 0.2 T 0.3", "A -1 C 0.2 G 0.2 T 0.3", "A 0.3 C 0.2"):
+        p.write_text(f"MEME version 4\n\nBackground letter frequencies\n{bad}\n")
+        with pytest.raises(InputError, match="background letter frequencies"):
+            read_meme_background(p)

@@ -110,67 +110,111 @@ def predict_genes(records, closed: bool = False) -> list[GeneCall]:
     return calls
 
 
-def read_gff3(path: str | Path, records) -> list[GeneCall]:
-    """CDS features of a GFF3 file (lines of one ID are merged) and any RBS features.
+_GFF_FEATURES = ("CDS", "RBS", "ribosome_entry_site", "Shine_Dalgarno_sequence")
+_GFF_STRANDS = {"+": 1, "-": -1}
+_GFF_INT = re.compile(r"[0-9]+")
 
-    Raises InputError naming the file and line for malformed lines or unknown sequences.
+
+def _gff_lines(path) -> list[str]:
+    """The lines of a GFF3 file, strictly UTF-8 (one-line InputError otherwise)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read GFF3 ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise InputError(f"{path}: line {line}: not UTF-8 text (byte {exc.start}); is it a GFF3 file?") from None
+    # Only \n, \r\n and \r end a line (str.splitlines would also split at \x85, \u2028, ...)
+    return re.split(r"\r\n|\r|\n", text)
+
+
+def _gff_feature(path, n: int, cols: list[str], names: dict, records) -> tuple[int, int, int, int]:
+    """(record index, start, end, strand) of one CDS/RBS line: 0-based half-open, +1/-1.
+
+    Coordinates must be plain decimal integers (``int()`` would read ``1_0`` as 10) and
+    the strand + or -: an unstranded (.) or unknown (?) strand cannot place a CDS or RBS.
     """
+    seqid, start, end, strand = cols[0], cols[3], cols[4], cols[6]
+    if seqid not in names:
+        raise InputError(f"{path}: line {n}: sequence {seqid!r} is not in the genome")
+    if not (_GFF_INT.fullmatch(start) and _GFF_INT.fullmatch(end)):
+        raise InputError(f"{path}: line {n}: start/end {start!r}/{end!r} are not integers")
+    s0, e0 = int(start) - 1, int(end)
+    if s0 < 0 or e0 <= s0 or e0 > len(records[names[seqid]]):
+        raise InputError(f"{path}: line {n}: interval {start}-{end} is outside sequence {seqid}")
+    if strand in (".", "?"):
+        raise InputError(f"{path}: line {n}: {cols[2]} with strand {strand!r} "
+                         f"({'unstranded' if strand == '.' else 'unknown'}); expected + or -")
+    if strand not in _GFF_STRANDS:
+        raise InputError(f"{path}: line {n}: strand {strand!r} is not +, -, . or ?")
+    return names[seqid], s0, e0, _GFF_STRANDS[strand]
+
+
+def _gff_records(path, records) -> tuple[dict, list]:
+    """CDS parts grouped by (seqid, strand, ID) and the RBS features of a GFF3 file."""
     names = {r.name: i for i, r in enumerate(records)}
     cds: dict[tuple, list] = {}
     rbs: list[tuple[int, int, int, int]] = []
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read GFF3 ({exc.strerror or exc})") from None
-    for n, line in enumerate(lines, 1):
+    for n, line in enumerate(_gff_lines(path), 1):
         if line.startswith("##FASTA"):
             break
         if not line.strip() or line.startswith("#"):
             continue
-        cols = line.rstrip("\r").split("\t")
+        cols = line.split("\t")
         if len(cols) != 9:
             raise InputError(f"{path}: line {n}: expected 9 tab-separated columns, got {len(cols)}")
-        seqid, _, ftype, start, end, _, strand = cols[:7]
-        if ftype not in ("CDS", "RBS", "ribosome_entry_site", "Shine_Dalgarno_sequence"):
+        if cols[2] not in _GFF_FEATURES:
             continue
-        if seqid not in names:
-            raise InputError(f"{path}: line {n}: sequence {seqid!r} is not in the genome")
-        try:
-            s0, e0 = int(start) - 1, int(end)
-        except ValueError:
-            raise InputError(f"{path}: line {n}: start/end are not integers") from None
-        if s0 < 0 or e0 <= s0 or e0 > len(records[names[seqid]]):
-            raise InputError(f"{path}: line {n}: interval {start}-{end} is outside sequence {seqid}")
-        sgn = -1 if strand == "-" else 1
-        if ftype == "CDS":
+        feature = _gff_feature(path, n, cols, names, records)
+        if cols[2] == "CDS":
             ident = re.search(r"(?:^|;)ID=([^;]+)", cols[8])
-            key = (seqid, ident.group(1)) if ident else (seqid, n)
-            cds.setdefault(key, []).append((names[seqid], s0, e0, sgn))
+            # Parts of one multi-line CDS share seqid, strand and ID; the same ID on another
+            # seqid or strand (trans-splicing, or a clash) is a separate gene, never merged.
+            key = (feature[0], feature[3], ident.group(1) if ident else n)
+            cds.setdefault(key, []).append(feature)
         else:
-            rbs.append((names[seqid], s0, e0, sgn))
+            rbs.append(feature)
+    return cds, rbs
+
+
+def read_gff3(path: str | Path, records) -> list[GeneCall]:
+    """CDS features of a GFF3 file (lines of one ID, seqid and strand are merged) and
+    any RBS features.
+
+    Raises InputError naming the file and line for malformed lines (not UTF-8, not 9
+    columns, coordinates that are not plain integers or outside the sequence, a strand
+    other than + or -) or unknown sequences.
+    """
+    cds, rbs = _gff_records(path, records)
     calls = []
     for parts in cds.values():
         seq, sgn = parts[0][0], parts[0][3]
         calls.append(GeneCall(seq, min(p[1] for p in parts), max(p[2] for p in parts), sgn))
     calls.sort(key=lambda g: (g.seq, g.start))
     if rbs:
-        for seq, s0, e0, sgn in rbs:
-            # attach each RBS feature to the nearest downstream gene on its strand
-            best = None
-            for g in calls:
-                if g.seq != seq or g.strand != sgn:
-                    continue
-                gap = g.start - e0 if sgn > 0 else s0 - g.end
-                if 0 <= gap <= 30 and (best is None or gap < best[0]):
-                    best = (gap, g)
-            if best is not None:
-                best[1].rbs = (s0, e0)
+        _attach_rbs(calls, rbs)
     else:
         seqs = {}
         for g in calls:
             s = seqs.setdefault(g.seq, records[g.seq].sequence)
             g.rbs = find_rbs(s, g)
     return calls
+
+
+def _attach_rbs(calls: list[GeneCall], rbs) -> None:
+    """Attach each RBS feature to the nearest gene downstream of it on its strand (<= 30 bp)."""
+    for seq, s0, e0, sgn in rbs:
+        best = None
+        for g in calls:
+            if g.seq != seq or g.strand != sgn:
+                continue
+            gap = g.start - e0 if sgn > 0 else s0 - g.end
+            if 0 <= gap <= 30 and (best is None or gap < best[0]):
+                best = (gap, g)
+        if best is not None:
+            best[1].rbs = (s0, e0)
 
 
 def gene_concepts(calls: list[GeneCall], offsets: np.ndarray, lengths: np.ndarray) -> dict[str, Hits]:

@@ -45,7 +45,7 @@ def _rows_of(store, ks) -> int:
     return sum(store.chunk_bounds(k)[1] - store.chunk_bounds(k)[0] for k in ks)
 
 
-def plan_epoch(store, rank, world_size, seed, epoch, chunks, shuffle, memory_budget, mode) -> EpochPlan:
+def plan_epoch(store, *, rank, world_size, seed, epoch, chunks, shuffle, memory_budget, mode) -> EpochPlan:
     """Which chunks and how many rows ``rank`` gets in one epoch."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} not in [0, world_size={world_size})")
@@ -66,15 +66,18 @@ def plan_epoch(store, rank, world_size, seed, epoch, chunks, shuffle, memory_bud
     return EpochPlan("stream", mine, _rows_of(store, mine))
 
 
-def iterate_batches(store, batch_size, shuffle=True, seed=0, rank=0, world_size=1, epoch=0, chunks=None,
+def iterate_batches(store, batch_size, *, shuffle=True, seed=0, rank=0, world_size=1, epoch=0, chunks=None,
                     drop_last=False, memory_budget=None, buffer_chunks=None, mode="auto"):
     """Generator behind ``ActivationStore.batches`` (see the module docstring)."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    plan = plan_epoch(store, rank, world_size, seed, epoch, chunks, shuffle, memory_budget, mode)
+    plan = plan_epoch(store, rank=rank, world_size=world_size, seed=seed, epoch=epoch, chunks=chunks,
+                      shuffle=shuffle, memory_budget=memory_budget, mode=mode)
     if plan.mode == "memory":
-        return _memory_batches(store, plan, batch_size, shuffle, seed, rank, world_size, epoch, drop_last)
-    return _stream_batches(store, plan, batch_size, shuffle, seed, rank, epoch, drop_last, buffer_chunks)
+        return _memory_batches(store, plan, batch_size, shuffle=shuffle, seed=seed, rank=rank,
+                               world_size=world_size, epoch=epoch, drop_last=drop_last)
+    return _stream_batches(store, plan, batch_size, shuffle=shuffle, seed=seed, rank=rank, epoch=epoch,
+                           drop_last=drop_last, buffer_chunks=buffer_chunks)
 
 
 def _torch_view(x: np.ndarray, dtype: str):
@@ -114,7 +117,7 @@ def _gather(src, idx_np, stage, d):
     return out
 
 
-def _memory_batches(store, plan, batch_size, shuffle, seed, rank, world_size, epoch, drop_last):
+def _memory_batches(store, plan, batch_size, *, shuffle, seed, rank, world_size, epoch, drop_last):
     import torch
 
     data = _resident(store, plan.chunks)
@@ -133,7 +136,7 @@ def _memory_batches(store, plan, batch_size, shuffle, seed, rank, world_size, ep
         yield _gather(src, idx, stage, store.d)
 
 
-def _stream_batches(store, plan, batch_size, shuffle, seed, rank, epoch, drop_last, buffer_chunks):
+def _stream_batches(store, plan, batch_size, *, shuffle, seed, rank, epoch, drop_last, buffer_chunks):
     import torch
 
     R, d = store.chunk_rows, store.d

@@ -9,7 +9,20 @@ import numpy as np
 from genesae_fast.errors import InputError
 from genesae_fast.store import layout
 from genesae_fast.store.backend import Backend
-from genesae_fast.store.records import COORDS_KEY, crc32, parse_record
+from genesae_fast.store.checks import check_attrs, check_finite, check_stats, check_stats_match_records
+from genesae_fast.store.records import (
+    COORDS_KEY,
+    check_chunk_record,
+    check_coords_record,
+    chunk_key,
+    crc32,
+    parse_record,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (zarr's may span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class ActivationStore:
@@ -36,14 +49,13 @@ class ActivationStore:
         self.sequence_names = [s["name"] for s in seqs]
         self._seq_rows = {i: (int(s["row_start"]), int(s["row_end"])) for i, s in enumerate(seqs)}
         self.has_coordinates = bool(attrs.get("has_coordinates", False))
-        stats = attrs.get("stats") or {}
-        self.mean = np.asarray(stats.get("mean", np.zeros(self.d)), dtype=np.float64)
-        self.norm_scale = float(stats.get("norm_scale", 0.0))
+        self.mean, self.norm_scale = np.zeros(self.d), 0.0  # set by open() once validated
         self.verify_reads = bool(verify)
-        self._acts = group[layout.ACTIVATIONS]
+        self._acts = self._array(layout.ACTIVATIONS)
         self._stored_dtype = np.dtype(layout.STORED_DTYPE[self.dtype]).newbyteorder("<")
         self._fast = backend.local and self._is_raw(self._acts)
         self._crcs: dict[int, int] | None = None
+        self._coord_crcs: dict[str, list[int]] | None = None
         self._coords_cache: dict[str, np.ndarray] = {}
         self._resident: dict = {}
         self._last_chunk: tuple[int, np.ndarray] | None = None
@@ -51,8 +63,13 @@ class ActivationStore:
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
-    def open(cls, path, verify: bool = False, allow_partial: bool = False) -> "ActivationStore":
+    def open(cls, path, verify: bool = True, allow_partial: bool = False) -> "ActivationStore":
         """Open a store for reading.
+
+        Attributes, statistics and commit records are validated here (a record's column
+        sums must be finite); with ``verify`` (the default) every chunk read is also
+        checked against its record's CRC-32, so no corrupt, swapped or NaN/inf chunk is
+        returned (cost: ``benchmarks/bench_store.py --verify-cost``).
 
         Parameters
         ----------
@@ -61,12 +78,14 @@ class ActivationStore:
         verify : bool
             Check every chunk read against the CRC-32 in its commit record.
         allow_partial : bool
-            Open an extraction that has not finished (uncommitted rows read as NaN).
+            Open an extraction that has not finished (uncommitted rows read as NaN,
+            unverified).
 
         Raises
         ------
         InputError
-            Missing path, not a genesae store, unfinished or corrupt.
+            Missing path, not a genesae store, unfinished, damaged or corrupt (one line
+            naming the store and, where one is at fault, the chunk).
         """
         backend = Backend(path)
         if not backend.exists("zarr.json"):
@@ -77,23 +96,65 @@ class ActivationStore:
             group = backend.open_group("r")
             attrs = dict(group.attrs).get(layout.ATTRS_KEY)
         except Exception as exc:  # zarr raises many types for a damaged zarr.json
-            raise InputError(f"{path}: cannot open as a Zarr v3 group ({exc})") from None
+            raise InputError(f"{path}: cannot open as a Zarr v3 group ({_one_line(exc)})") from None
         if not isinstance(attrs, dict) or "n_rows" not in attrs:
             raise InputError(f"{path}: not a genesae activation store (no '{layout.ATTRS_KEY}' attributes)")
-        if int(attrs.get("format_version", 0)) > layout.FORMAT_VERSION:
-            raise InputError(f"{path}: store format {attrs['format_version']} is newer than this genesae_fast")
+        check_attrs(attrs, path)
         if not attrs.get("complete", False) and not allow_partial:
             raise InputError(
                 f"{path}: extraction not finished (rerun the same extract command to resume it)"
             )
-        try:
-            store = cls(backend, group, attrs, verify=verify)
-        except KeyError as exc:
-            raise InputError(f"{path}: damaged store, missing {exc}") from None
-        shape = tuple(store._acts.shape)
-        if shape != (store.n_rows, store.d):
-            raise InputError(f"{path}: activations have shape {shape}, attributes say {(store.n_rows, store.d)}")
+        store = cls(backend, group, attrs, verify=verify)
+        store._check_arrays()
+        store._load_records()
         return store
+
+    def _array(self, name: str):
+        """The Zarr array ``name``; InputError when it is missing or its metadata is damaged."""
+        try:
+            return self._group[name]
+        except KeyError:
+            raise InputError(f"{self.path}: array '{name}' is missing") from None
+        except Exception as exc:  # zarr raises many types (ValueError, TypeError, ...) on damaged metadata
+            raise InputError(f"{self.path}: array '{name}' has damaged metadata ({_one_line(exc)})") from None
+
+    def _check_arrays(self) -> None:
+        shape, chunks = tuple(self._acts.shape), tuple(self._acts.chunks)
+        if shape != (self.n_rows, self.d):
+            raise InputError(f"{self.path}: activations have shape {shape}, attributes say {(self.n_rows, self.d)}")
+        if chunks != (self.chunk_rows, self.d):
+            raise InputError(f"{self.path}: activations are chunked {chunks}, "
+                             f"attributes say {(self.chunk_rows, self.d)}")
+        if np.dtype(self._acts.dtype) != np.dtype(layout.STORED_DTYPE[self.dtype]):
+            raise InputError(f"{self.path}: activations are stored as {self._acts.dtype}, attributes say {self.dtype}")
+        if self.has_coordinates:
+            for name in layout.COORDINATES:
+                arr = self._array(name)
+                if tuple(arr.shape) != (self.n_rows,) or tuple(arr.chunks) != (self.chunk_rows,):
+                    raise InputError(f"{self.path}: coordinate array '{name}' has shape {tuple(arr.shape)}, "
+                                     f"chunks {tuple(arr.chunks)}; expected ({self.n_rows},), ({self.chunk_rows},)")
+
+    def _load_records(self) -> None:
+        """Validate every commit record (all must exist in a complete store) and check
+        the statistics against them; keeps the chunks' CRC-32s for verified reads."""
+        config = self.attrs.get("config")
+        crcs, records = {}, []
+        for k in range(self.n_chunks):
+            data = self._backend.read_bytes(chunk_key(k))
+            if data is None and not self.complete:
+                continue  # not extracted yet
+            a, b = self.chunk_bounds(k)
+            rec = check_chunk_record(data, k, rows=b - a, d=self.d, config=config, source=self.path)
+            rec["sum"] = np.asarray(rec["sum"], dtype=np.float64)  # compact: d floats, not d objects
+            crcs[k] = rec["crc32"]
+            records.append(rec)
+        self._crcs = crcs
+        if self.complete:
+            self.mean, self.norm_scale = check_stats(self.attrs.get("stats"), self.n_rows, self.d, self.path)
+            check_stats_match_records(self.mean, self.norm_scale, records, self.d, self.path)
+            if self.has_coordinates:
+                self._coord_crcs = check_coords_record(self._backend.read_bytes(COORDS_KEY), layout.COORDINATES,
+                                                       self.n_chunks, config=config, source=self.path)
 
     @staticmethod
     def _is_raw(arr) -> bool:
@@ -122,7 +183,7 @@ class ActivationStore:
         return layout.chunk_bounds(k, self.n_rows, self.chunk_rows)
 
     def _chunk_crcs(self) -> dict[int, int]:
-        if self._crcs is None:
+        if self._crcs is None:  # made by the writer, not open(): lenient, as for a resume
             crcs = {}
             for name in self._backend.list(layout.PROGRESS):
                 if name.startswith("chunk-"):
@@ -169,7 +230,7 @@ class ActivationStore:
                 out[...] = self._acts[start:stop]
             except Exception as exc:
                 raise InputError(f"{self.path}: cannot read activation chunk {k} ({exc})") from None
-        if self.verify_reads if verify is None else verify:
+        if (self.verify_reads if verify is None else verify) and (self.complete or k in self._chunk_crcs()):
             self._check_crc(k, out)
         return out
 
@@ -204,37 +265,61 @@ class ActivationStore:
     def _check_crc(self, k: int, data: np.ndarray) -> None:
         expected = self._chunk_crcs().get(k)
         if expected is None:
-            raise InputError(f"{self.path}: activation chunk {k} has no commit record")
+            raise InputError(f"{self.path}: activation chunk {k} has no commit record ({chunk_key(k)})")
         if crc32(data) != expected:
             raise InputError(f"{self.path}: activation chunk {k} is corrupt (CRC-32 mismatch with its commit record)")
+        # No NaN/inf scan here: open() made sure the record's column sums are finite, and
+        # they were computed from exactly the bytes this CRC-32 matches (a float64 column
+        # sum of stored values is finite iff every value is), so verified data is finite.
+        # verify() still scans, against a record rewritten by hand.
 
     def verify(self, chunks=None) -> int:
         """Check chunks (all by default) against their commit records; returns how many.
 
-        Raises InputError naming the first bad chunk.
+        Raises
+        ------
+        InputError
+            One line listing every bad chunk (CRC-32 mismatch, NaN/inf values, missing or
+            truncated file) and damaged coordinates.
         """
         buf = np.empty((self.chunk_rows, self.d), dtype=self._stored_dtype)
-        ks = range(self.n_chunks) if chunks is None else chunks
+        ks = list(range(self.n_chunks) if chunks is None else chunks)
+        bad = []
         for k in ks:
-            self.read_chunk(k, out=buf, verify=True)
-        if self.has_coordinates:
-            self._verify_coordinates(ks)
+            try:
+                data = self.read_chunk(k, out=buf, verify=True)
+            except InputError as exc:
+                bad.append(str(exc).removeprefix(f"{self.path}: "))
+                continue
+            if not check_finite(data, self.dtype):
+                bad.append(f"activation chunk {k} holds NaN or infinite values")
+        if self.has_coordinates and ks:
+            bad += self._verify_coordinates(ks)
+        if bad:
+            shown = "; ".join(bad[:5]) + (f"; ... ({len(bad)} problems in all)" if len(bad) > 5 else "")
+            raise InputError(f"{self.path}: verification failed: {shown}")
         return len(ks)
 
-    def _verify_coordinates(self, ks) -> None:
-        rec = parse_record(self._backend.read_bytes(COORDS_KEY), self.attrs.get("config"))
-        if rec is None:
-            raise InputError(f"{self.path}: coordinate commit record missing or damaged")
+    def _verify_coordinates(self, ks) -> list[str]:
+        try:
+            crcs = self._coord_crcs or check_coords_record(
+                self._backend.read_bytes(COORDS_KEY), layout.COORDINATES, self.n_chunks,
+                config=self.attrs.get("config"), source=self.path)
+        except InputError as exc:
+            return [str(exc).removeprefix(f"{self.path}: ")]
+        bad = []
         for name in layout.COORDINATES:
-            arr = self._group[name]
+            arr = self._array(name)
             for k in ks:
                 start, stop = self.chunk_bounds(k)
                 try:
                     values = np.asarray(arr[start:stop])
                 except Exception as exc:  # zarr/numcodecs raise many types on damaged data
-                    raise InputError(f"{self.path}: coordinate array '{name}' chunk {k} is damaged ({exc})") from None
-                if crc32(values) != rec["crc32"][name][k]:
-                    raise InputError(f"{self.path}: coordinate array '{name}' chunk {k} is corrupt (CRC-32 mismatch)")
+                    bad.append(f"coordinate array '{name}' chunk {k} is damaged ({_one_line(exc)})")
+                    continue
+                if crc32(values) != crcs[name][k]:
+                    bad.append(f"coordinate array '{name}' chunk {k} is corrupt (CRC-32 mismatch)")
+        return bad
 
     # -- sequential access --------------------------------------------------------------
     def _check_range(self, start: int, stop: int | None) -> tuple[int, int]:
@@ -292,9 +377,15 @@ class ActivationStore:
     def _coord(self, name: str) -> np.ndarray:
         if name not in self._coords_cache:
             try:
-                self._coords_cache[name] = np.asarray(self._group[name][:])
+                values = np.asarray(self._array(name)[:])
             except Exception as exc:  # zarr/numcodecs raise many types on damaged data
-                raise InputError(f"{self.path}: coordinate array '{name}' is damaged ({exc})") from None
+                raise InputError(f"{self.path}: coordinate array '{name}' is damaged ({_one_line(exc)})") from None
+            if self.verify_reads and self._coord_crcs is not None:
+                for k in range(self.n_chunks):
+                    if crc32(values[slice(*self.chunk_bounds(k))]) != self._coord_crcs[name][k]:
+                        raise InputError(f"{self.path}: coordinate array '{name}' chunk {k} is corrupt "
+                                         "(CRC-32 mismatch with its commit record)")
+            self._coords_cache[name] = values
         return self._coords_cache[name]
 
     def coordinates(self, start: int = 0, stop: int | None = None):
@@ -367,8 +458,8 @@ class ActivationStore:
         return lo + r0, hi + r0
 
     # -- training batches ---------------------------------------------------------------
-    def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                epoch: int = 0, chunks: range | None = None, drop_last: bool = False, *,
+    def batches(self, batch_size: int, shuffle: bool = True, seed: int = 0, *, rank: int = 0, world_size: int = 1,
+                epoch: int = 0, chunks: range | None = None, drop_last: bool = False,
                 memory_budget: int | None = None, buffer_chunks: int | None = None, mode: str = "auto"):
         """Float32 batches ``[b, d]`` for one epoch (see ``genesae_fast.store.batches``).
 
@@ -385,12 +476,13 @@ class ActivationStore:
                                buffer_chunks=buffer_chunks, mode=mode)
 
     def epoch_rows(self, rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0,
-                   chunks: range | None = None, shuffle: bool = True, memory_budget: int | None = None,
+                   chunks: range | None = None, *, shuffle: bool = True, memory_budget: int | None = None,
                    mode: str = "auto") -> int:
         """How many rows :meth:`batches` gives ``rank`` in this epoch (for equal DDP steps)."""
         from genesae_fast.store.batches import plan_epoch
 
-        return plan_epoch(self, rank, world_size, seed, epoch, chunks, shuffle, memory_budget, mode).n_rows
+        return plan_epoch(self, rank=rank, world_size=world_size, seed=seed, epoch=epoch, chunks=chunks,
+                          shuffle=shuffle, memory_budget=memory_budget, mode=mode).n_rows
 
     def summary(self) -> dict:
         """The dict that ``describe`` returns."""
@@ -434,7 +526,11 @@ class ActivationStore:
 
 def describe(path, verify: bool = False) -> dict:
     """Summary of a store for ``genesae info``: shape, dtype, model, layer, genome,
-    chunks committed and normalisation statistics (``verify`` re-checks every CRC)."""
+    chunks committed and normalisation statistics.
+
+    ``verify`` reads every committed chunk and checks it against its CRC-32 (InputError
+    listing the bad ones); adds ``verified_chunks``.
+    """
     store = ActivationStore.open(path, allow_partial=True)
     out = store.summary()
     if verify:
