@@ -287,22 +287,54 @@ class StoreWriter:
 
     def write_coordinates(self, seq, bp_start, bp_end, token_id) -> None:
         """Write the four coordinate arrays (shape [n_rows] each) and commit them."""
+        n = self.n_rows
+        for name, arr in zip(layout.COORDINATES, (seq, bp_start, bp_end, token_id)):
+            if np.shape(arr) != (n,):
+                raise ValueError(f"{name} needs shape ({n},), got {np.shape(arr)}")
+        self.write_coordinate_pieces([(seq, bp_start, bp_end, token_id)])
+
+    def write_coordinate_pieces(self, pieces) -> None:
+        """Write the coordinates from pieces in row order, one chunk in memory at a time, and
+        commit them (the same bytes as :meth:`write_coordinates` of the concatenation).
+
+        Parameters
+        ----------
+        pieces : iterable of (seq, bp_start, bp_end, token_id) arrays, each [m]
+            Consecutive rows; their lengths add up to ``n_rows``.
+        """
         if not self.has_coordinates:
             raise ValueError("this store was created without coordinates")
-        arrays = {"seq": seq, "bp_start": bp_start, "bp_end": bp_end, "token_id": token_id}
-        crcs = {}
-        keys = []
-        for name in layout.COORDINATES:
-            arr = np.ascontiguousarray(arrays[name], dtype=layout.COORD_DTYPES[name])
-            if arr.shape != (self.n_rows,):
-                raise ValueError(f"{name} needs shape ({self.n_rows},), got {arr.shape}")
-            if self.n_rows:
-                self.group[name][:] = arr
-            crcs[name] = [crc32(arr[slice(*self.chunk_bounds(k))]) for k in range(self.n_chunks)]
-            keys += [f"{name}/c/{k}" for k in range(self.n_chunks)]
-        self.backend.sync_files(keys)
+        crcs = {name: [] for name in layout.COORDINATES}
+        pending = {name: [] for name in layout.COORDINATES}
+        k = filled = 0
+        for piece in pieces:
+            arrays = [np.ascontiguousarray(a, dtype=layout.COORD_DTYPES[name])
+                      for name, a in zip(layout.COORDINATES, piece)]
+            pos, m = 0, len(arrays[0])
+            while pos < m:
+                if k >= self.n_chunks:
+                    raise ValueError(f"coordinates: more than {self.n_rows} rows")
+                c0, c1 = self.chunk_bounds(k)
+                take = min(c1 - c0 - filled, m - pos)
+                for name, a in zip(layout.COORDINATES, arrays):
+                    pending[name].append(a[pos:pos + take])
+                filled, pos = filled + take, pos + take
+                if filled == c1 - c0:
+                    self._write_coordinate_chunk(k, pending, crcs)
+                    k, filled = k + 1, 0
+        if k != self.n_chunks:
+            raise ValueError(f"coordinates: {self.chunk_bounds(k)[0] + filled} rows given, {self.n_rows} expected")
+        self.backend.sync_files([f"{name}/c/{j}" for name in layout.COORDINATES for j in range(self.n_chunks)])
         rec = {"config": self.config, "crc32": crcs}
         self.backend.write_durable(COORDS_KEY, json.dumps(rec, separators=(",", ":")).encode())
+
+    def _write_coordinate_chunk(self, k: int, pending: dict, crcs: dict) -> None:
+        c0, c1 = self.chunk_bounds(k)
+        for name in layout.COORDINATES:
+            arr = np.concatenate(pending[name]) if len(pending[name]) > 1 else pending[name][0]
+            self.group[name][c0:c1] = arr
+            crcs[name].append(crc32(arr))
+            pending[name].clear()
 
     def finalize(self) -> dict:
         """Fold the statistics, mark the store complete; returns the final attrs.
