@@ -504,7 +504,7 @@ def _compute_in_workers(job: _Job, writer, remaining, n_workers: int, *, progres
     ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
     queue = ctx.Queue()
     wargs = dict(genome_path=job.genome_path, layer=job.layer, window=job.window, stride=job.stride,
-                 batch_size=job.batch_size, max_tokens=job.config["max_tokens"], out=str(writer.path),
+                 batch_size=job.batch_size, row_starts=job.plan.row_starts, out=str(writer.path),
                  config_digest=writer.config)
     procs = [ctx.Process(target=_worker_main, args=(model_args, wargs, shares[r], queue), daemon=True)
              for r in range(1, n_workers)]
@@ -552,17 +552,26 @@ def _drain(queue, errors: list, timeout: float) -> int:
 
 
 def _worker_main(model_args, wargs: dict, chunks: list, queue) -> None:
-    """A spawned worker: one torch thread, its own model and plan, its share of chunks."""
+    """A spawned worker: one torch thread, its own model, the parent's row layout (no
+    second tokenisation), the sequences of its share only, and its share of chunks."""
     import torch
 
+    from genesae_fast.sequences import read_fasta
     from genesae_fast.store.writer import StoreWriter
 
     torch.set_num_threads(1)
     try:
         model = _resolve_model(*model_args)
-        job = _make_job(wargs["genome_path"], model, wargs["layer"], window=wargs["window"], stride=wargs["stride"],
-                        max_tokens=wargs["max_tokens"], batch_size=wargs["batch_size"])
         writer = StoreWriter.attach(wargs["out"], wargs["config_digest"])
+        row_starts = np.asarray(wargs["row_starts"], dtype=np.int64)
+        a, b = writer.chunk_bounds(chunks[0])[0], writer.chunk_bounds(chunks[-1])[1]
+        first, last = np.searchsorted(row_starts, [a, b - 1], side="right") - 1
+        records = read_fasta(wargs["genome_path"])
+        seqs = [r.sequence if first <= i <= last else "" for i, r in enumerate(records)]
+        plan = _Plan([r.name for r in records], [len(r) for r in records], row_starts, seqs)
+        del records
+        job = _Job(wargs["genome_path"], model, wargs["layer"], wargs["window"], wargs["stride"], wargs["batch_size"],
+                   plan, {}, {})
         _compute_chunks(writer, job, chunks, progress=False, on_rows=queue.put)
     except BaseException as exc:  # reported to the parent, which raises it
         queue.put(f"{type(exc).__name__}: {exc}")

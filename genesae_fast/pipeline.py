@@ -24,11 +24,14 @@ from pathlib import Path
 from genesae_fast.errors import InputError
 
 DEFAULT_MOTIFS = "jaspar2024:CORE:vertebrates"
+STAGES = ("extract", "train", "annotate", "report")
 SUMMARY = "summary.json"  # the annotation folder's completion marker (annotate.folder.MARKER)
 
-# Per-token rates of the built-in model's stages on one core of a 2-core VM (measured by
-# benchmarks/bench_scale.py, benchmarks/RESULTS.md): used only for the plan's estimates.
-RATES_PER_CORE = {"extract": 150_000.0, "train": 150_000.0, "annotate": 36_000.0, "report": 2_000_000.0}
+# Tokens per second of the built-in model's stages on an idle 2-core VM (issue 12's
+# measurements of `genesae run` on the bundled genome: extract 7.5 s on one core, train
+# 10.4 s for 2M tokens, annotate 68.6 s). Only the plan's rough estimates use them;
+# extraction scales with its worker processes.
+RATES = {"extract": 300_000.0, "train": 190_000.0, "annotate": 36_000.0, "report": 2_000_000.0}
 
 
 @dataclass
@@ -136,13 +139,11 @@ def _store_rows(path: Path) -> int | None:
 
 
 def estimate_seconds(tokens: int, train_tokens: int, workers: int) -> dict:
-    """Rough seconds per stage from :data:`RATES_PER_CORE` (extraction and annotation
-    spread over ``workers`` cores, training on the cores torch uses)."""
-    w = max(1, int(workers))
-    return {"extract": tokens / (RATES_PER_CORE["extract"] * w),
-            "train": train_tokens / (RATES_PER_CORE["train"] * min(w, 2)),
-            "annotate": tokens / (RATES_PER_CORE["annotate"] * min(w, 2)),
-            "report": tokens / RATES_PER_CORE["report"]}
+    """Rough seconds per stage from :data:`RATES` (extraction spread over ``workers``)."""
+    return {"extract": tokens / (RATES["extract"] * max(1, int(workers))),
+            "train": train_tokens / RATES["train"],
+            "annotate": tokens / RATES["annotate"],
+            "report": tokens / RATES["report"]}
 
 
 def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: dict) -> Plan:
@@ -208,7 +209,7 @@ def _completion(p: _Paths) -> dict:
 
 def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *, motifs=DEFAULT_MOTIFS,
                  quick=False, gff=None, threads=None, workers=None, seed=0, device=None, progress=True,
-                 settings: RunSettings | None = None, echo=print) -> dict:
+                 settings: RunSettings | None = None, only=None, echo=print) -> dict:
     """Run every stage into ``out``; returns the annotation summary plus stage times.
 
     Parameters
@@ -222,7 +223,14 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
     threads : native threads of the annotation (default: all cores)
     workers : extraction worker processes (default: all cores)
     settings : sizes and training tokens (default ``RunSettings()`` or ``RunSettings.quick()``)
+    only : run only these stages (names from ``STAGES``); the others are left as they are
     echo : where the plan and stage messages go
+
+    Returns
+    -------
+    dict
+        The annotation summary (``summary.json``) with ``stage_seconds`` and ``report``;
+        only ``stage_seconds`` while the annotation is not done.
     """
     if genome is None:
         from genesae_fast.data import genome_path
@@ -235,7 +243,6 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
     done = _completion(paths)
     plan = make_plan(paths.out, genome, s, workers, done)
     echo(plan.describe(model))
-    times = json.loads(paths.times.read_text()).get("stage_seconds", {}) if paths.times.is_file() else {}
     stages = {
         "extract": lambda: _extract(genome, model, layer, paths, s, workers=workers, device=device, progress=progress),
         "train": lambda: _train(paths, s, seed=seed, device=device, progress=progress),
@@ -243,6 +250,24 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
                                       seed=seed, progress=progress),
         "report": lambda: _report(paths),
     }
+    if only is not None:
+        unknown = sorted(set(only) - set(STAGES))
+        if unknown:
+            raise InputError(f"--stages {','.join(only)}: unknown stage {unknown[0]} (choose from {','.join(STAGES)})")
+        stages = {k: v for k, v in stages.items() if k in only}
+    _run_stages(stages, paths, plan, quick=quick, echo=echo)
+    times = json.loads(paths.times.read_text()).get("stage_seconds", {}) if paths.times.is_file() else {}
+    if not (paths.ann / SUMMARY).is_file():
+        return {"stage_seconds": times}
+    summary = json.loads((paths.ann / SUMMARY).read_text())
+    summary["stage_seconds"] = times
+    summary["report"] = str(paths.ann / "report.html")
+    return summary
+
+
+def _run_stages(stages: dict, paths: _Paths, plan: Plan, *, quick: bool, echo) -> None:
+    """Run each stage whose output is not complete; its seconds go to ``run.json``."""
+    times = json.loads(paths.times.read_text()).get("stage_seconds", {}) if paths.times.is_file() else {}
     for name, fn in stages.items():
         if _completion(paths)[name]:
             echo(f"[{name}] already complete, skipped")
@@ -254,10 +279,6 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
         paths.times.write_text(json.dumps({"stage_seconds": times, "quick": bool(quick),
                                            "plan": {"tokens": plan.tokens, "train_tokens": plan.train_tokens,
                                                     "genome_bp": plan.genome_bp, "workers": plan.workers}}, indent=2))
-    summary = json.loads((paths.ann / SUMMARY).read_text())
-    summary["stage_seconds"] = times
-    summary["report"] = str(paths.ann / "report.html")
-    return summary
 
 
 def _extract(genome, model, layer, paths: _Paths, s: RunSettings, *, workers, device, progress):

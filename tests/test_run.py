@@ -93,6 +93,7 @@ def test_plan_counts_the_genome_and_scales_estimates(tmp_path, inputs):
     e1, e4 = estimate_seconds(10**6, 10**6, 1), estimate_seconds(4 * 10**6, 4 * 10**6, 1)
     assert all(e4[k] == pytest.approx(4 * e1[k]) for k in e1)
     assert estimate_seconds(10**6, 10**6, 4)["extract"] == pytest.approx(e1["extract"] / 4)
+    assert estimate_seconds(10**6, 10**6, 4)["train"] == pytest.approx(e1["train"])
     with pytest.raises(InputError, match="missing.fa: no such file"):
         genome_size(tmp_path / "missing.fa")
 
@@ -128,3 +129,17 @@ def test_run_cli_help_and_bad_input(tmp_path):
     assert r.exit_code == 2 and "missing.fa" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(cli, ["run", "--train-tokens", "0", "--out", str(tmp_path / "o"), "-q"])
     assert r.exit_code == 2 and "--train-tokens" in r.output
+
+
+def test_run_stages_option(inputs, tmp_path):
+    from genesae_fast.cli import cli
+
+    out = tmp_path / "o"
+    base = ["run", "--genome", str(inputs / "g.fa"), "--motifs", str(inputs / "m.meme"), "--out", str(out),
+            "--quick", "--workers", "1", "-q"]
+    r = CliRunner().invoke(cli, base + ["--stages", "extract"])
+    assert r.exit_code == 0, r.output
+    assert (out / "store.zarr").is_dir() and not (out / "sae").exists()
+    assert "stage seconds: extract" in r.output
+    r = CliRunner().invoke(cli, base + ["--stages", "extract,tran"])
+    assert r.exit_code == 2 and "unknown stage tran" in r.output

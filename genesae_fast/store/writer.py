@@ -98,17 +98,12 @@ class StoreWriter:
 
         Parameters
         ----------
-        path : str or os.PathLike
-            Local folder or fsspec URL.
-        n_rows, d : int
-            Final shape of ``activations``.
-        config : dict
-            Everything that determines the stored bytes (model hash, layer, genome hash,
-            window, ...). Reopening with a different config is refused.
-        attrs : dict
-            Extra provenance kept under ``attrs["genesae"]`` (model, genome, layer, ...).
-        overwrite : bool
-            Delete whatever is at ``path`` first.
+        path : local folder or fsspec URL
+        n_rows, d : final shape of ``activations``
+        config : everything that determines the stored bytes (model hash, layer, genome hash,
+            window, ...); reopening with a different config is refused
+        attrs : extra provenance kept under ``attrs["genesae"]`` (model, genome, layer, ...)
+        overwrite : delete whatever is at ``path`` first
 
         Raises
         ------
@@ -151,22 +146,28 @@ class StoreWriter:
             **(attrs or {}),
             "tool": {"name": "genesae_fast", "version": __version__, "zarr": zarr.__version__},
         }
+        group = cls._new_group(backend, all_attrs)
+        backend.sync_files(cls._metadata_keys(coordinates))
+        return cls(backend, group, all_attrs)
+
+    @staticmethod
+    def _new_group(backend: Backend, attrs: dict) -> zarr.Group:
+        """The group and its arrays at their final shapes (nothing written yet)."""
+        n_rows, d, dtype, chunk_rows = max(int(attrs["n_rows"]), 0), int(attrs["d"]), attrs["dtype"], attrs["chunk_rows"]
         group = zarr.open_group(backend.zarr_location(), mode="w", zarr_format=3)
-        shape_rows = max(int(n_rows), 0)
         group.create_array(
-            layout.ACTIVATIONS, shape=(shape_rows, int(d)), chunks=(chunk_rows, int(d)),
-            dtype=layout.STORED_DTYPE[dtype], compressors=_codecs(codec, dtype), fill_value=_fill(dtype),
+            layout.ACTIVATIONS, shape=(n_rows, d), chunks=(chunk_rows, d),
+            dtype=layout.STORED_DTYPE[dtype], compressors=_codecs(attrs["codec"], dtype), fill_value=_fill(dtype),
             config={"write_empty_chunks": True},
         )
-        if coordinates:
+        if attrs["has_coordinates"]:
             # Coordinates are monotone integers: byte-shuffled zstd shrinks them ~10x.
             coord_codec = [zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
             for name in layout.COORDINATES:
-                group.create_array(name, shape=(shape_rows,), chunks=(chunk_rows,), dtype=layout.COORD_DTYPES[name],
+                group.create_array(name, shape=(n_rows,), chunks=(chunk_rows,), dtype=layout.COORD_DTYPES[name],
                                    compressors=coord_codec, fill_value=-1, config={"write_empty_chunks": True})
-        group.attrs[layout.ATTRS_KEY] = all_attrs
-        backend.sync_files(cls._metadata_keys(coordinates))
-        return cls(backend, group, all_attrs)
+        group.attrs[layout.ATTRS_KEY] = attrs
+        return group
 
     @staticmethod
     def _metadata_keys(coordinates: bool) -> list[str]:
