@@ -83,13 +83,14 @@ class Plan:
 
     def describe(self, model: str = "builtin") -> str:
         """The plan as the lines ``genesae run`` prints."""
-        lines = [f"plan: genome {self.genome} ({self.genome_bp:,} bp in {self.n_records} records), "
-                 f"{self.workers} worker{'s' if self.workers != 1 else ''}",
-                 f"  extract   {self.tokens:,} tokens",
-                 f"  train     {self.train_tokens:,} tokens ({self.train_tokens / max(self.tokens, 1):.2g} passes)",
-                 f"  annotate  {self.tokens:,} tokens"]
-        lines = [lines[0]] + [ln + ("  (already complete)" if self.done.get(ln.split()[0]) else
-                                    f"  ~{_fmt_seconds(self.seconds[ln.split()[0]])}") for ln in lines[1:]]
+        passes = self.train_tokens / max(self.tokens, 1)
+        head = (f"plan: genome {self.genome} ({self.genome_bp:,} bp in {self.n_records} "
+                f"record{'s' if self.n_records != 1 else ''}), {self.workers} worker{'s' if self.workers != 1 else ''}")
+        what = {"extract": f"{self.tokens:,} tokens",
+                "train": f"{self.train_tokens:,} tokens ({passes:.2g} pass{'' if passes == 1 else 'es'})",
+                "annotate": f"{self.tokens:,} tokens", "report": "HTML atlas"}
+        lines = [head] + [f"  {k:<9} {v}  " + ("(already complete)" if self.done.get(k) else
+                                                f"~{_fmt_seconds(self.seconds[k])}") for k, v in what.items()]
         todo = sum(v for k, v in self.seconds.items() if not self.done.get(k))
         note = "" if model == "builtin" else " (rates of the built-in model; a larger model extracts slower)"
         lines.append(f"  estimated total ~{_fmt_seconds(todo)} on CPU{note}")

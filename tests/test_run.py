@@ -34,7 +34,7 @@ def test_run_prints_plan_then_rerun_skips_every_stage(inputs):
     s = run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**TINY),
                      progress=False, echo=messages.append, workers=1)
     plan = messages[0].splitlines()
-    assert plan[0].startswith(f"plan: genome {inputs / 'g.fa'} (20,000 bp in 1 records), 1 worker")
+    assert plan[0].startswith(f"plan: genome {inputs / 'g.fa'} (20,000 bp in 1 record), 1 worker")
     assert plan[1].split()[:3] == ["extract", "20,000", "tokens"]
     assert plan[2].split()[:3] == ["train", "20,000", "tokens"]
     assert plan[-1].startswith("  estimated total ~")
