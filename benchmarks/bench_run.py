@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def _pipeline(benchmark, tmp_path, quick: bool):
-    from genesae_fast.annotate.pipeline import format_summary, run_pipeline
+    from genesae_fast.pipeline import format_summary, run_pipeline
 
     out = tmp_path / ("quick" if quick else "default")
 

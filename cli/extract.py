@@ -25,24 +25,29 @@ from genesae_fast.cli.options import genome_option
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=None,
               help="Rows per chunk [about 8 MiB of activations].")
 @click.option("--device", default=None, help="torch device [cuda if available, else cpu].")
+@click.option("--workers", type=click.IntRange(min=1), default=None, show_default="all cores",
+              help="Local worker processes on CPU, one torch thread each (fewer for a small genome; 1 on a GPU "
+                   "and under torchrun). The store is byte-identical for any number.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a Hugging Face checkpoint's own Python code.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def extract(genome, model, layer, out, window, stride, max_tokens, dtype, batch_size, codec, chunk_rows, device,
-            overwrite, trust_remote_code, quiet):
+            workers, overwrite, trust_remote_code, quiet):
     """Run MODEL over GENOME and store the activations of LAYER for every token.
 
     Resumable: after an interruption (even kill -9) rerun the same command; it continues
     from the last committed chunk and ends with the same bytes as an uninterrupted run.
     A different model, layer, genome or setting for an existing store is refused unless
-    --overwrite. Under torchrun every rank computes its share of the chunks.
+    --overwrite. On CPU, --workers local processes (all cores by default) share the
+    chunks; under torchrun every rank computes its share. The result does not depend on
+    either number.
     """
     from genesae_fast.extract import extract_to_store
     from genesae_fast.store import describe
 
     extract_to_store(genome, model, layer, out, window=window, stride=stride, max_tokens=max_tokens, dtype=dtype,
                      batch_size=batch_size, overwrite=overwrite, progress=not quiet, chunk_rows=chunk_rows,
-                     codec=codec, trust_remote_code=trust_remote_code, device=device)
+                     codec=codec, trust_remote_code=trust_remote_code, device=device, workers=workers)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:

@@ -49,26 +49,28 @@ def default_layer(model) -> int:
 
 @dataclass
 class _Plan:
+    """Where each record's tokens go in the store. Only per-record numbers and the
+    sequences are kept: coordinates are produced record by record when written."""
+
     names: list
     lengths: list
     row_starts: np.ndarray  # [n_seq + 1]: rows of sequence i are [row_starts[i], row_starts[i+1])
-    seq: np.ndarray
-    bp_start: np.ndarray
-    bp_end: np.ndarray
-    token_id: np.ndarray
     sequences: list  # the sequence strings (only those with kept tokens are used)
 
     @property
     def n_rows(self) -> int:
         return int(self.row_starts[-1])
 
+    def count(self, i: int) -> int:
+        """Tokens of record ``i`` kept in the store."""
+        return int(self.row_starts[i + 1] - self.row_starts[i])
+
 
 def _plan(records, model, max_tokens) -> _Plan:
-    """Tokenise every record (cheap, no model forward) and lay the tokens out as rows."""
+    """Count every record's tokens (tokenising, no model forward) and lay them out as rows."""
     names, lengths, counts, seqs = [], [], [], []
-    cols = {"seq": [], "bp_start": [], "bp_end": [], "token_id": []}
     budget = None if max_tokens is None else int(max_tokens)
-    for i, rec in enumerate(records):
+    for rec in records:
         names.append(rec.name)
         lengths.append(len(rec))
         text = rec.sequence
@@ -76,18 +78,40 @@ def _plan(records, model, max_tokens) -> _Plan:
         if budget is not None and budget <= 0 or len(text) == 0:
             counts.append(0)
             continue
-        tok = model.tokenize(text)
-        n = len(tok.token_ids) if budget is None else min(len(tok.token_ids), budget)
+        n = len(model.tokenize(text).token_ids)
+        n = n if budget is None else min(n, budget)
         if budget is not None:
             budget -= n
         counts.append(n)
-        cols["seq"].append(np.full(n, i, dtype=np.int32))
-        cols["bp_start"].append(np.asarray(tok.bp_start[:n], dtype=np.int64))
-        cols["bp_end"].append(np.asarray(tok.bp_end[:n], dtype=np.int64))
-        cols["token_id"].append(np.asarray(tok.token_ids[:n], dtype=np.int64))
-    cat = {k: (np.concatenate(v) if v else np.zeros(0, dtype=np.int32 if k == "seq" else np.int64)) for k, v in cols.items()}
     row_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return _Plan(names, lengths, row_starts, cat["seq"], cat["bp_start"], cat["bp_end"], cat["token_id"], seqs)
+    return _Plan(names, lengths, row_starts, seqs)
+
+
+def _coordinate_pieces(plan: _Plan, model):
+    """(seq, bp_start, bp_end, token_id) arrays of each record in row order: one record's
+    tokenisation in memory at a time."""
+    for i in range(len(plan.names)):
+        n = plan.count(i)
+        if n == 0:
+            continue
+        tok = model.tokenize(plan.sequences[i])
+        yield (np.full(n, i, dtype=np.int32), np.asarray(tok.bp_start[:n], dtype=np.int64),
+               np.asarray(tok.bp_end[:n], dtype=np.int64), np.asarray(tok.token_ids[:n], dtype=np.int64))
+
+
+class _RecordStarts:
+    """bp starts of the tokens of one record at a time (the record being extracted), to
+    check the model's blocks against the tokenizer."""
+
+    def __init__(self, plan: _Plan, model):
+        self.plan, self.model, self.i, self.bp = plan, model, -1, None
+
+    def get(self, i: int) -> np.ndarray:
+        if i != self.i:
+            self.bp = None  # release the previous record first
+            self.bp = np.asarray(self.model.tokenize(self.plan.sequences[i]).bp_start, dtype=np.int64)
+            self.i = i
+        return self.bp
 
 
 class _Dist:
@@ -153,66 +177,44 @@ def _resolve_model(model_spec_or_model, trust_remote_code, device):
     return model_spec_or_model
 
 
-def extract_to_store(genome_path, model_spec_or_model, layer=None, out="activations.zarr", window=None, stride=None,
-                     max_tokens=None, dtype="float16", batch_size=8, overwrite=False, progress=True, *,
-                     chunk_rows=None, codec="none", trust_remote_code=False, device=None,
-                     verify_resume=True) -> str:
-    """Extract one layer's activations of every token of a genome into a store.
+@dataclass
+class _Job:
+    """Everything one extraction needs, made once by every process (ranks, workers)."""
 
-    Resumable: rerunning the same call after an interruption (even ``kill -9``) continues
-    from the last committed chunk and ends with the same bytes as an uninterrupted run.
-    Under torchrun (``WORLD_SIZE`` > 1, or an initialised process group) each rank
-    computes its share of chunks. On CPU each process computes with one thread (the bits
-    of CPU kernels depend on the thread count); run more ranks to use more cores.
+    genome_path: str
+    model: object
+    layer: int
+    window: int
+    stride: int
+    batch_size: int
+    plan: _Plan
+    config: dict
+    attrs: dict
 
-    Parameters
-    ----------
-    genome_path : str or os.PathLike
-        FASTA (plain, gzip, BGZF).
-    model_spec_or_model : str or GeneModel
-        "builtin", a model folder, or a loaded model with the GeneModel interface.
-    layer : int, optional
-        0 = embeddings, i = output of block i; default :func:`default_layer`.
-    out : str or os.PathLike
-        Store path (local folder or fsspec URL).
-    window, stride : int, optional
-        Model window and step in tokens; the model's defaults when None.
-    max_tokens : int, optional
-        Keep only the first ``max_tokens`` tokens (records in file order).
-    dtype : {"float16", "bfloat16", "float32"}
-    batch_size : int
-        Windows per forward pass (part of the configuration: it fixes the batch grid).
-    overwrite : bool
-        Replace whatever is at ``out``; otherwise a store made with other settings is
-        refused.
-    progress : bool
-        tqdm bar with tokens/s and ETA (rank 0 only).
-    chunk_rows : int, optional
-        Rows per chunk (default about 8 MiB of activations).
-    codec : {"none", "lz4", "zstd"}
-    verify_resume : bool
-        On resume, re-check committed chunks against their CRC-32 and redo bad ones.
+    @property
+    def d(self) -> int:
+        return int(self.model.d_model)
 
-    Returns
-    -------
-    str
-        ``out``.
-    """
-    from genesae_fast.sequences import file_sha256, read_fasta
+
+def _check_options(dtype, batch_size, max_tokens, workers) -> None:
     from genesae_fast.store import layout
-    from genesae_fast.store.writer import StoreWriter, config_hash
 
     layout.check_dtype(dtype)
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: must be at least 1")
     if max_tokens is not None and int(max_tokens) < 1:
         raise InputError(f"--max-tokens {max_tokens}: must be at least 1")
+    if workers is not None and int(workers) < 1:
+        raise InputError(f"--workers {workers}: must be at least 1")
+
+
+def _make_job(genome_path, model, layer, *, window, stride, max_tokens, batch_size) -> _Job:
+    """Validate the model settings, count the tokens, and build the store's config/attrs."""
+    from genesae_fast.sequences import file_sha256, read_fasta
+
     genome_path = str(genome_path)
     records = read_fasta(genome_path)
-    model = _resolve_model(model_spec_or_model, trust_remote_code, device)
-    if layer is None:
-        layer = default_layer(model)
-    layer = int(layer)
+    layer = int(default_layer(model) if layer is None else layer)
     if not 0 <= layer <= int(model.n_layers):
         raise InputError(f"--layer {layer}: model {model.name} has layers 0..{model.n_layers}")
     window = int(window if window is not None else model.default_window)
@@ -220,93 +222,190 @@ def extract_to_store(genome_path, model_spec_or_model, layer=None, out="activati
     if window < 1 or not 1 <= stride <= window:
         raise InputError(f"--window {window} --stride {stride}: need 1 <= stride <= window")
     plan = _plan(records, model, max_tokens)
+    del records
     if plan.n_rows == 0:
         raise InputError(f"{genome_path}: no tokens to extract (empty genome?)")
     identity = dict(model.identity)
     genome_sha = file_sha256(genome_path)
-    config = {
-        "kind": "extract",
-        "model_name": identity.get("name", model.name),
-        "model_sha256": identity.get("sha256", ""),
-        "layer": layer,
-        "genome_sha256": genome_sha,
-        "window": window,
-        "stride": stride,
-        "max_tokens": None if max_tokens is None else int(max_tokens),
-        "batch_size": int(batch_size),
-    }
-    sequences = [
-        {"name": plan.names[i], "length": int(plan.lengths[i]),
-         "row_start": int(plan.row_starts[i]), "row_end": int(plan.row_starts[i + 1])}
-        for i in range(len(plan.names))
-    ]
+    max_tokens = None if max_tokens is None else int(max_tokens)
+    config = {"kind": "extract", "model_name": identity.get("name", model.name),
+              "model_sha256": identity.get("sha256", ""), "layer": layer, "genome_sha256": genome_sha,
+              "window": window, "stride": stride, "max_tokens": max_tokens, "batch_size": int(batch_size)}
+    sequences = [{"name": plan.names[i], "length": int(plan.lengths[i]), "row_start": int(plan.row_starts[i]),
+                  "row_end": int(plan.row_starts[i + 1])} for i in range(len(plan.names))]
     attrs = {
         "model": {"name": identity.get("name", model.name), "path": str(identity.get("path", "")),
                   "sha256": identity.get("sha256", ""), "d_model": int(model.d_model),
                   "n_layers": int(model.n_layers)},
-        "layer": layer,
-        "window": window,
-        "stride": stride,
-        "max_tokens": config["max_tokens"],
+        "layer": layer, "window": window, "stride": stride, "max_tokens": max_tokens,
         "batch_size": int(batch_size),
         "genome": {"path": os.path.abspath(genome_path), "sha256": genome_sha, "sequences": sequences},
     }
-    d = int(model.d_model)
-    import torch
+    return _Job(genome_path, model, layer, window, stride, int(batch_size), plan, config, attrs)
 
-    # On CPU, oneDNN's results depend on the intra-op thread count (measured: the built-in
-    # model's activations differ in the last bits between 1 and 2 threads). One thread per
-    # process makes the bytes independent of the machine, of OMP_NUM_THREADS and of the
-    # number of torchrun ranks; use ranks for more cores.
-    on_cpu = getattr(getattr(model, "device", None), "type", "cpu") == "cpu"
-    threads_before = torch.get_num_threads()
-    if on_cpu:
-        torch.set_num_threads(1)
-    ctx = _Dist()
-    try:
-        # Rank 0 creates or validates the store; a refusal reaches every rank.
-        error, remaining = None, None
-        writer = None
-        if ctx.rank == 0:
-            try:
-                writer = StoreWriter.create(out, n_rows=plan.n_rows, d=d, dtype=dtype, config=config, attrs=attrs,
-                                            chunk_rows=chunk_rows, codec=codec, coordinates=True,
-                                            overwrite=overwrite)
-                if not writer.coordinates_committed():
-                    writer.write_coordinates(plan.seq, plan.bp_start, plan.bp_end, plan.token_id)
-                done = writer.committed(verify=verify_resume)
-                remaining = [k for k in range(writer.n_chunks) if k not in done]
-            except InputError as exc:
-                error = str(exc)
-        error, remaining = ctx.broadcast((error, remaining))
-        if error is not None:
-            raise InputError(error)
-        if writer is None:
-            full = dict(config, n_rows=plan.n_rows, d=d, dtype=dtype,
-                        chunk_rows=int(chunk_rows or layout.default_chunk_rows(d, dtype)), codec=codec,
-                        has_coordinates=True)
-            writer = StoreWriter.attach(out, config_hash(full))
-        mine = _my_chunks(remaining, ctx.rank, ctx.world)
-        _compute_chunks(writer, model, plan, mine, layer, window, stride, batch_size,
-                        progress=progress and ctx.rank == 0, total_remaining=len(remaining))
-        ctx.barrier()
-        if ctx.rank == 0:
-            writer.finalize()
-        ctx.barrier()
-    finally:
-        ctx.close()
-        if on_cpu:
-            torch.set_num_threads(threads_before)
+
+def extract_to_store(genome_path, model_spec_or_model, layer=None, out="activations.zarr", *, window=None,
+                     stride=None, max_tokens=None, dtype="float16", batch_size=8, overwrite=False, progress=True,
+                     chunk_rows=None, codec="none", trust_remote_code=False, device=None, verify_resume=True,
+                     workers=None) -> str:
+    """Extract one layer's activations of every token of a genome into a store; returns ``out``.
+
+    Resumable: rerunning the same call after an interruption (even ``kill -9``) continues
+    from the last committed chunk and ends with the same bytes as an uninterrupted run.
+    Under torchrun (``WORLD_SIZE`` > 1) each rank computes its share of chunks; on one
+    machine ``workers`` local processes share them the same way. On CPU every process
+    computes with one torch thread, so the store is byte-identical for any number of
+    workers or ranks.
+
+    Parameters
+    ----------
+    genome_path : FASTA (plain, gzip, BGZF)
+    model_spec_or_model : "builtin", a model folder, or a loaded GeneModel (pickled to workers)
+    layer : 0 = embeddings, i = output of block i; default :func:`default_layer`
+    out : store path (local folder or fsspec URL)
+    window, stride : model window and step in tokens (the model's defaults when None)
+    max_tokens : keep only the first ``max_tokens`` tokens (records in file order)
+    dtype : "float16", "bfloat16" or "float32"
+    batch_size : windows per forward pass (part of the configuration: it fixes the batch grid)
+    overwrite : replace whatever is at ``out`` (otherwise other settings are refused)
+    progress : tqdm bar with tokens/s and ETA (rank 0 only)
+    chunk_rows : rows per chunk (default about 8 MiB of activations)
+    codec : "none", "lz4" or "zstd"
+    verify_resume : on resume, re-check committed chunks against their CRC-32, redo bad ones
+    workers : local worker processes on CPU (default all cores, fewer for a job under
+        ``MIN_ROWS_PER_WORKER`` tokens a core; 1 on a GPU, under torchrun, or for a model
+        that cannot be sent to another process)
+    """
+    _check_options(dtype, batch_size, max_tokens, workers)
+    model = _resolve_model(model_spec_or_model, trust_remote_code, device)
+    job = _make_job(genome_path, model, layer, window=window, stride=stride, max_tokens=max_tokens,
+                    batch_size=batch_size)
+    spec = model_spec_or_model if isinstance(model_spec_or_model, (str, os.PathLike)) else _respec(model)
+    with _one_thread(model) as on_cpu:
+        ctx = _Dist()
+        try:
+            writer, remaining = _open_store(job, out, ctx, dtype=dtype, chunk_rows=chunk_rows, codec=codec,
+                                            overwrite=overwrite, verify=verify_resume)
+            n_workers = _n_workers(workers, remaining_rows=_rows_of(writer, remaining), n_chunks=len(remaining),
+                                   usable=on_cpu and ctx.world == 1 and spec is not None)
+            if n_workers > 1:
+                _compute_in_workers(job, writer, remaining, n_workers, progress=progress,
+                                    model_args=(spec, trust_remote_code, device))
+            else:
+                _compute_chunks(writer, job, _my_chunks(remaining, ctx.rank, ctx.world),
+                                progress=progress and ctx.rank == 0, total_rows=_rows_of(writer, remaining))
+            ctx.barrier()
+            if ctx.rank == 0:
+                writer.finalize()
+            ctx.barrier()
+        finally:
+            ctx.close()
     return str(out)
 
 
-def _compute_chunks(writer, model, plan, chunks, layer, window, stride, batch_size, progress, total_remaining):
-    """Compute and write ``chunks`` (sorted); one model call per run of consecutive chunks."""
+# Starting a worker (a Python process importing torch, loading the model, counting tokens)
+# costs seconds; by default a job gets one worker per this many tokens at most.
+MIN_ROWS_PER_WORKER = 200_000
+
+
+def _n_workers(workers, *, remaining_rows: int, n_chunks: int, usable: bool) -> int:
+    """Worker processes for a job: ``workers`` if given (default all cores, fewer for a small
+    job), never more than the chunks left; 1 where workers cannot be used."""
+    if not usable:
+        return 1
+    n = int(workers) if workers else min(os.cpu_count() or 1, max(1, remaining_rows // MIN_ROWS_PER_WORKER))
+    return max(1, min(n, n_chunks))
+
+
+def _respec(model):
+    """How a worker process gets ``model``: the object itself when it pickles, else the spec
+    it was loaded from (the built-in model, a model folder), else None (no workers). A
+    worker's model that differs anyway is refused by the store's config digest."""
+    import pickle
+
+    try:
+        pickle.dumps(model)
+        return model
+    except Exception:  # noqa: BLE001 - any pickling failure means "reload instead"
+        pass
+    ident = dict(getattr(model, "identity", {}) or {})
+    if ident.get("name", getattr(model, "name", "")) == "builtin":
+        return "builtin"
+    path = str(ident.get("path", ""))
+    return path if path and os.path.isdir(path) else None
+
+
+class _one_thread:
+    """On CPU, one torch thread while extracting (restored after).
+
+    oneDNN's results depend on the intra-op thread count (measured: the built-in model's
+    activations differ in the last bits between 1 and 2 threads). One thread per process
+    makes the bytes independent of the machine, of OMP_NUM_THREADS and of the number of
+    ranks or workers; more processes use more cores.
+    """
+
+    def __init__(self, model):
+        self.on_cpu = getattr(getattr(model, "device", None), "type", "cpu") == "cpu"
+
+    def __enter__(self) -> bool:
+        import torch
+
+        self.before = torch.get_num_threads()
+        if self.on_cpu:
+            torch.set_num_threads(1)
+        return self.on_cpu
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.on_cpu:
+            torch.set_num_threads(self.before)
+        return False
+
+
+def _open_store(job: _Job, out, ctx, *, dtype, chunk_rows, codec, overwrite, verify):
+    """Rank 0 creates or validates the store and writes the coordinates; every rank gets
+    the writer and the list of chunks still to compute (a refusal reaches every rank)."""
+    from genesae_fast.store import layout
+    from genesae_fast.store.writer import StoreWriter, config_hash
+
+    error, remaining, writer = None, None, None
+    if ctx.rank == 0:
+        try:
+            writer = StoreWriter.create(out, n_rows=job.plan.n_rows, d=job.d, dtype=dtype, config=job.config,
+                                        attrs=job.attrs, chunk_rows=chunk_rows, codec=codec, coordinates=True,
+                                        overwrite=overwrite)
+            if not writer.coordinates_committed():
+                writer.write_coordinate_pieces(_coordinate_pieces(job.plan, job.model))
+            done = writer.committed(verify=verify)
+            remaining = [k for k in range(writer.n_chunks) if k not in done]
+        except InputError as exc:
+            error = str(exc)
+    error, remaining = ctx.broadcast((error, remaining))
+    if error is not None:
+        raise InputError(error)
+    if writer is None:
+        full = dict(job.config, n_rows=job.plan.n_rows, d=job.d, dtype=dtype,
+                    chunk_rows=int(chunk_rows or layout.default_chunk_rows(job.d, dtype)), codec=codec,
+                    has_coordinates=True)
+        writer = StoreWriter.attach(out, config_hash(full))
+    return writer, remaining
+
+
+def _rows_of(writer, chunks) -> int:
+    return sum(writer.chunk_bounds(k)[1] - writer.chunk_bounds(k)[0] for k in chunks)
+
+
+def _compute_chunks(writer, job: _Job, chunks, *, progress, total_rows=None, on_rows=None):
+    """Compute and write ``chunks`` (sorted); one model call per run of consecutive chunks.
+
+    ``on_rows(n)`` is called after each model block (progress of a worker process); it may
+    return rows computed elsewhere to add to the bar.
+    """
     from tqdm.auto import tqdm
 
-    n_rows = sum(writer.chunk_bounds(k)[1] - writer.chunk_bounds(k)[0] for k in chunks)
-    bar = tqdm(total=n_rows, unit="tok", unit_scale=True, desc="extract", disable=not progress,
-               dynamic_ncols=True, smoothing=0.1)
+    bar = tqdm(total=total_rows if total_rows is not None else _rows_of(writer, chunks), unit="tok",
+               unit_scale=True, desc="extract", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     # One background writer thread: writes, fsyncs and commits overlap the next forward
     # passes; at most two chunks wait, which bounds memory.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genesae-store-write")
@@ -318,25 +417,10 @@ def _compute_chunks(writer, model, plan, chunks, layer, window, stride, batch_si
         pending.append(pool.submit(writer.write_chunk, k, buf))
 
     try:
+        starts = _RecordStarts(job.plan, job.model)
         for k0, k1 in _runs(chunks):
-            a, b = writer.chunk_bounds(k0)[0], writer.chunk_bounds(k1 - 1)[1]
-            k, buf, filled = k0, None, 0
-            for row, block in _blocks(model, plan, a, b, layer, window, stride, batch_size):
-                acts = block
-                pos = 0
-                while pos < len(acts):
-                    if buf is None:
-                        c0, c1 = writer.chunk_bounds(k)
-                        buf = np.empty((c1 - c0, writer.d), dtype=np.float32)
-                        filled = 0
-                    take = min(len(buf) - filled, len(acts) - pos)
-                    buf[filled:filled + take] = acts[pos:pos + take]
-                    filled += take
-                    pos += take
-                    if filled == len(buf):
-                        submit(k, buf)
-                        k, buf = k + 1, None
-                bar.update(len(acts))
+            k = _fill_chunks(writer, job, starts, k0, k1, submit,
+                             lambda n: bar.update(n + ((on_rows(n) or 0) if on_rows else 0)))
             if k != k1:
                 raise RuntimeError(f"model produced too few tokens for chunks {k0}..{k1 - 1}")
         for f in pending:
@@ -347,32 +431,46 @@ def _compute_chunks(writer, model, plan, chunks, layer, window, stride, batch_si
         bar.close()
 
 
-def _blocks(model, plan, a, b, layer, window, stride, batch_size):
+def _fill_chunks(writer, job: _Job, starts, k0: int, k1: int, submit, tick) -> int:
+    """Cut the model's blocks for chunks ``[k0, k1)`` into whole chunks and submit each;
+    returns the chunk after the last one submitted."""
+    a, b = writer.chunk_bounds(k0)[0], writer.chunk_bounds(k1 - 1)[1]
+    k, buf, filled = k0, None, 0
+    for _row, acts in _blocks(job, starts, a, b):
+        pos = 0
+        while pos < len(acts):
+            if buf is None:
+                c0, c1 = writer.chunk_bounds(k)
+                buf = np.empty((c1 - c0, writer.d), dtype=np.float32)
+                filled = 0
+            take = min(len(buf) - filled, len(acts) - pos)
+            buf[filled:filled + take] = acts[pos:pos + take]
+            filled += take
+            pos += take
+            if filled == len(buf):
+                submit(k, buf)
+                k, buf = k + 1, None
+        tick(len(acts))
+    return k
+
+
+def _blocks(job: _Job, starts: _RecordStarts, a: int, b: int):
     """Activations of rows ``[a, b)`` in order, as ``(row, float32 [t, d])`` pieces."""
+    plan, model = job.plan, job.model
     row = a
     while row < b:
         i = int(np.searchsorted(plan.row_starts, row, side="right") - 1)
         s0, s1 = int(plan.row_starts[i]), int(plan.row_starts[i + 1])
         t0, stop = row - s0, min(b, s1) - s0  # token range in sequence i
+        gen = model.extract(plan.sequences[i], job.layer, window=job.window, stride=job.stride,
+                            batch_size=job.batch_size, start_token=t0)
         t = t0
-        gen = model.extract(plan.sequences[i], layer, window=window, stride=stride, batch_size=batch_size,
-                            start_token=t0)
         try:
             for blk in gen:
-                n = len(blk.token_ids)
-                if n == 0:
+                if len(blk.token_ids) == 0:
                     continue
-                # Check the model kept its contract: blocks in order from start_token.
-                expect = plan.bp_start[s0 + t:s0 + t + min(n, stop - t)]
-                if not np.array_equal(np.asarray(blk.bp_start[:len(expect)]), expect):
-                    raise RuntimeError(
-                        f"model {model.name} returned tokens out of order for sequence {plan.names[i]} at token {t}"
-                    )
-                take = min(n, stop - t)
-                acts = np.asarray(blk.activations[:take], dtype=np.float32)
-                if acts.shape[1] != int(model.d_model):
-                    raise RuntimeError(f"model {model.name} returned width {acts.shape[1]}, expected {model.d_model}")
-                yield s0 + t, acts
+                take = min(len(blk.token_ids), stop - t)
+                yield s0 + t, _checked_block(blk, take, starts.get(i)[t:t + take], model, plan.names[i], t)
                 t += take
                 if t >= stop:
                     break
@@ -383,6 +481,101 @@ def _blocks(model, plan, a, b, layer, window, stride, batch_size):
         if t < stop:
             raise RuntimeError(f"model {model.name} stopped early in sequence {plan.names[i]} ({t} of {stop} tokens)")
         row = s0 + stop
+
+
+def _checked_block(blk, take: int, expect: np.ndarray, model, name: str, t: int) -> np.ndarray:
+    """The first ``take`` activations of a model block, after checking the model kept its
+    contract (blocks in order from start_token, the model's width)."""
+    if not np.array_equal(np.asarray(blk.bp_start[:take]), expect):
+        raise RuntimeError(f"model {model.name} returned tokens out of order for sequence {name} at token {t}")
+    acts = np.asarray(blk.activations[:take], dtype=np.float32)
+    if acts.shape[1] != int(model.d_model):
+        raise RuntimeError(f"model {model.name} returned width {acts.shape[1]}, expected {model.d_model}")
+    return acts
+
+
+# -- local worker processes ------------------------------------------------------------------------
+def _compute_in_workers(job: _Job, writer, remaining, n_workers: int, *, progress, model_args):
+    """Compute ``remaining`` chunks in ``n_workers`` processes: this one takes the first
+    share, spawned workers the others (contiguous shares, as torchrun ranks take them)."""
+    import multiprocessing as mp
+
+    shares = [_my_chunks(remaining, r, n_workers) for r in range(n_workers)]
+    ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
+    queue = ctx.Queue()
+    wargs = dict(genome_path=job.genome_path, layer=job.layer, window=job.window, stride=job.stride,
+                 batch_size=job.batch_size, row_starts=job.plan.row_starts, out=str(writer.path),
+                 config_digest=writer.config)
+    procs = [ctx.Process(target=_worker_main, args=(model_args, wargs, shares[r], queue), daemon=True)
+             for r in range(1, n_workers)]
+    for p in procs:
+        p.start()
+    errors = []
+
+    def drain(timeout=0.0) -> int:
+        return _drain(queue, errors, timeout)
+
+    try:
+        _compute_chunks(writer, job, shares[0], progress=progress, total_rows=_rows_of(writer, remaining),
+                        on_rows=lambda n: drain())
+        while any(p.is_alive() for p in procs) and not errors:
+            drain(0.2)
+        for p in procs:
+            p.join()
+        drain()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if errors or failed:
+        raise RuntimeError(f"extraction worker failed: {errors[0] if errors else f'exit status {failed[0]}'}")
+
+
+def _drain(queue, errors: list, timeout: float) -> int:
+    """Rows reported by workers since the last call (errors go to ``errors``)."""
+    import queue as queue_mod
+
+    rows = 0
+    try:
+        msg = queue.get(timeout=timeout) if timeout else queue.get_nowait()
+        while True:
+            if isinstance(msg, str):
+                errors.append(msg)
+            else:
+                rows += int(msg)
+            msg = queue.get_nowait()
+    except queue_mod.Empty:
+        pass
+    return rows
+
+
+def _worker_main(model_args, wargs: dict, chunks: list, queue) -> None:
+    """A spawned worker: one torch thread, its own model, the parent's row layout (no
+    second tokenisation), the sequences of its share only, and its share of chunks."""
+    import torch
+
+    from genesae_fast.sequences import read_fasta
+    from genesae_fast.store.writer import StoreWriter
+
+    torch.set_num_threads(1)
+    try:
+        model = _resolve_model(*model_args)
+        writer = StoreWriter.attach(wargs["out"], wargs["config_digest"])
+        row_starts = np.asarray(wargs["row_starts"], dtype=np.int64)
+        a, b = writer.chunk_bounds(chunks[0])[0], writer.chunk_bounds(chunks[-1])[1]
+        first, last = np.searchsorted(row_starts, [a, b - 1], side="right") - 1
+        records = read_fasta(wargs["genome_path"])
+        seqs = [r.sequence if first <= i <= last else "" for i, r in enumerate(records)]
+        plan = _Plan([r.name for r in records], [len(r) for r in records], row_starts, seqs)
+        del records
+        job = _Job(wargs["genome_path"], model, wargs["layer"], wargs["window"], wargs["stride"], wargs["batch_size"],
+                   plan, {}, {})
+        _compute_chunks(writer, job, chunks, progress=False, on_rows=queue.put)
+    except BaseException as exc:  # reported to the parent, which raises it
+        queue.put(f"{type(exc).__name__}: {exc}")
+        raise SystemExit(1) from None
 
 
 __all__ = ["extract_to_store", "default_layer", "MOTIF_WIDTH_BP"]

@@ -26,7 +26,7 @@ def __getattr__(name: str):
 
         return write_report
     if name == "run_pipeline":
-        from genesae_fast.annotate.pipeline import run_pipeline
+        from genesae_fast.pipeline import run_pipeline
 
         return run_pipeline
     raise AttributeError(f"module 'genesae_fast.annotate' has no attribute {name!r}")

@@ -98,17 +98,12 @@ class StoreWriter:
 
         Parameters
         ----------
-        path : str or os.PathLike
-            Local folder or fsspec URL.
-        n_rows, d : int
-            Final shape of ``activations``.
-        config : dict
-            Everything that determines the stored bytes (model hash, layer, genome hash,
-            window, ...). Reopening with a different config is refused.
-        attrs : dict
-            Extra provenance kept under ``attrs["genesae"]`` (model, genome, layer, ...).
-        overwrite : bool
-            Delete whatever is at ``path`` first.
+        path : local folder or fsspec URL
+        n_rows, d : final shape of ``activations``
+        config : everything that determines the stored bytes (model hash, layer, genome hash,
+            window, ...); reopening with a different config is refused
+        attrs : extra provenance kept under ``attrs["genesae"]`` (model, genome, layer, ...)
+        overwrite : delete whatever is at ``path`` first
 
         Raises
         ------
@@ -151,22 +146,28 @@ class StoreWriter:
             **(attrs or {}),
             "tool": {"name": "genesae_fast", "version": __version__, "zarr": zarr.__version__},
         }
+        group = cls._new_group(backend, all_attrs)
+        backend.sync_files(cls._metadata_keys(coordinates))
+        return cls(backend, group, all_attrs)
+
+    @staticmethod
+    def _new_group(backend: Backend, attrs: dict) -> zarr.Group:
+        """The group and its arrays at their final shapes (nothing written yet)."""
+        n_rows, d, dtype, chunk_rows = max(int(attrs["n_rows"]), 0), int(attrs["d"]), attrs["dtype"], attrs["chunk_rows"]
         group = zarr.open_group(backend.zarr_location(), mode="w", zarr_format=3)
-        shape_rows = max(int(n_rows), 0)
         group.create_array(
-            layout.ACTIVATIONS, shape=(shape_rows, int(d)), chunks=(chunk_rows, int(d)),
-            dtype=layout.STORED_DTYPE[dtype], compressors=_codecs(codec, dtype), fill_value=_fill(dtype),
+            layout.ACTIVATIONS, shape=(n_rows, d), chunks=(chunk_rows, d),
+            dtype=layout.STORED_DTYPE[dtype], compressors=_codecs(attrs["codec"], dtype), fill_value=_fill(dtype),
             config={"write_empty_chunks": True},
         )
-        if coordinates:
+        if attrs["has_coordinates"]:
             # Coordinates are monotone integers: byte-shuffled zstd shrinks them ~10x.
             coord_codec = [zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
             for name in layout.COORDINATES:
-                group.create_array(name, shape=(shape_rows,), chunks=(chunk_rows,), dtype=layout.COORD_DTYPES[name],
+                group.create_array(name, shape=(n_rows,), chunks=(chunk_rows,), dtype=layout.COORD_DTYPES[name],
                                    compressors=coord_codec, fill_value=-1, config={"write_empty_chunks": True})
-        group.attrs[layout.ATTRS_KEY] = all_attrs
-        backend.sync_files(cls._metadata_keys(coordinates))
-        return cls(backend, group, all_attrs)
+        group.attrs[layout.ATTRS_KEY] = attrs
+        return group
 
     @staticmethod
     def _metadata_keys(coordinates: bool) -> list[str]:
@@ -287,22 +288,54 @@ class StoreWriter:
 
     def write_coordinates(self, seq, bp_start, bp_end, token_id) -> None:
         """Write the four coordinate arrays (shape [n_rows] each) and commit them."""
+        n = self.n_rows
+        for name, arr in zip(layout.COORDINATES, (seq, bp_start, bp_end, token_id)):
+            if np.shape(arr) != (n,):
+                raise ValueError(f"{name} needs shape ({n},), got {np.shape(arr)}")
+        self.write_coordinate_pieces([(seq, bp_start, bp_end, token_id)])
+
+    def write_coordinate_pieces(self, pieces) -> None:
+        """Write the coordinates from pieces in row order, one chunk in memory at a time, and
+        commit them (the same bytes as :meth:`write_coordinates` of the concatenation).
+
+        Parameters
+        ----------
+        pieces : iterable of (seq, bp_start, bp_end, token_id) arrays, each [m]
+            Consecutive rows; their lengths add up to ``n_rows``.
+        """
         if not self.has_coordinates:
             raise ValueError("this store was created without coordinates")
-        arrays = {"seq": seq, "bp_start": bp_start, "bp_end": bp_end, "token_id": token_id}
-        crcs = {}
-        keys = []
-        for name in layout.COORDINATES:
-            arr = np.ascontiguousarray(arrays[name], dtype=layout.COORD_DTYPES[name])
-            if arr.shape != (self.n_rows,):
-                raise ValueError(f"{name} needs shape ({self.n_rows},), got {arr.shape}")
-            if self.n_rows:
-                self.group[name][:] = arr
-            crcs[name] = [crc32(arr[slice(*self.chunk_bounds(k))]) for k in range(self.n_chunks)]
-            keys += [f"{name}/c/{k}" for k in range(self.n_chunks)]
-        self.backend.sync_files(keys)
+        crcs = {name: [] for name in layout.COORDINATES}
+        pending = {name: [] for name in layout.COORDINATES}
+        k = filled = 0
+        for piece in pieces:
+            arrays = [np.ascontiguousarray(a, dtype=layout.COORD_DTYPES[name])
+                      for name, a in zip(layout.COORDINATES, piece)]
+            pos, m = 0, len(arrays[0])
+            while pos < m:
+                if k >= self.n_chunks:
+                    raise ValueError(f"coordinates: more than {self.n_rows} rows")
+                c0, c1 = self.chunk_bounds(k)
+                take = min(c1 - c0 - filled, m - pos)
+                for name, a in zip(layout.COORDINATES, arrays):
+                    pending[name].append(a[pos:pos + take])
+                filled, pos = filled + take, pos + take
+                if filled == c1 - c0:
+                    self._write_coordinate_chunk(k, pending, crcs)
+                    k, filled = k + 1, 0
+        if k != self.n_chunks:
+            raise ValueError(f"coordinates: {self.chunk_bounds(k)[0] + filled} rows given, {self.n_rows} expected")
+        self.backend.sync_files([f"{name}/c/{j}" for name in layout.COORDINATES for j in range(self.n_chunks)])
         rec = {"config": self.config, "crc32": crcs}
         self.backend.write_durable(COORDS_KEY, json.dumps(rec, separators=(",", ":")).encode())
+
+    def _write_coordinate_chunk(self, k: int, pending: dict, crcs: dict) -> None:
+        c0, c1 = self.chunk_bounds(k)
+        for name in layout.COORDINATES:
+            arr = np.concatenate(pending[name]) if len(pending[name]) > 1 else pending[name][0]
+            self.group[name][c0:c1] = arr
+            crcs[name].append(crc32(arr))
+            pending[name].clear()
 
     def finalize(self) -> dict:
         """Fold the statistics, mark the store complete; returns the final attrs.
