@@ -98,7 +98,7 @@ def hits_by_motif(hits, genome: Genome, n_motifs: int) -> list[C.Hits]:
     return out
 
 
-def _score_concepts(acts, layout, thr, on, concept_hits, active, levels=None, progress=False, desc=""):
+def _score_concepts(acts, layout, thr, on, concept_hits, active, *, levels=None, progress=False, desc=""):
     """Held-out scores of every concept: dict of (n_concepts, F) arrays."""
     from tqdm import tqdm
 
@@ -156,10 +156,11 @@ def _context_activation(acts: C.SparseActs, layout: C.Layout, spec) -> np.ndarra
     return val
 
 
-def _motif_scores(acts, layout, thr, on, genome, motifs, real_hits, control_hits, active, cfg, progress):
+def _motif_scores(acts, layout, thr, on, genome, motifs, *, hits, active, cfg, progress):
+    real_hits, control_hits = hits
     real = hits_by_motif(real_hits, genome, len(motifs))
     ctrl = hits_by_motif(control_hits, genome, len(motifs) * cfg.n_shuffles) if control_hits is not None else []
-    scored = _score_concepts(acts, layout, thr, on, real + ctrl, active, None, progress, "motif concepts")
+    scored = _score_concepts(acts, layout, thr, on, real + ctrl, active, progress=progress, desc="motif concepts")
     return TB.motif_significance(scored, len(motifs), active, motifs)
 
 
@@ -167,9 +168,9 @@ def _gene_scores(acts, layout, thr, on, gene_hits: dict, active, cfg, progress):
     G = layout.genome_length
     names, hits = list(gene_hits), list(gene_hits.values())
     levels = C.entry_levels(acts, thr)
-    obs = _score_concepts(acts, layout, thr, on, hits, active, levels, progress, "gene concepts")
+    obs = _score_concepts(acts, layout, thr, on, hits, active, levels=levels, progress=progress, desc="gene concepts")
     shifts = gene_shifts(G, cfg)
-    controls = [_score_concepts(acts, layout, thr, on, [_shift_hits(h, s, G) for s in shifts], active, levels)
+    controls = [_score_concepts(acts, layout, thr, on, [_shift_hits(h, s, G) for s in shifts], active, levels=levels)
                 if shifts else None for h in hits]
     return TB.gene_significance(obs, controls, active, names)
 
@@ -186,7 +187,7 @@ def _neuron_best(encoded, layout, genome, motifs, real_hits, gene_hits: dict, cf
     names = ([m.id for m in motifs] if motifs else []) + list(gene_hits)
     if not all_hits:
         return {}
-    ns = _score_concepts(nacts, layout, nthr, non, all_hits, nactive, None, progress, "neuron baseline")
+    ns = _score_concepts(nacts, layout, nthr, non, all_hits, nactive, progress=progress, desc="neuron baseline")
     return TB.best_neurons(ns, names)
 
 
@@ -228,8 +229,8 @@ def annotate_encoded(genome: Genome, tok_seq, tok_start, tok_end, encoded, motif
                                                                              threads=cfg.threads))
     thr = C.thresholds(stats.fmax, cfg.fractions)
     on = C.on_counts(acts, layout, thr)
-    motif = _motif_scores(acts, layout, thr, on, genome, motifs, real_hits, control_hits, stats.active, cfg,
-                          progress) if motifs else None
+    motif = _motif_scores(acts, layout, thr, on, genome, motifs, hits=(real_hits, control_hits), active=stats.active,
+                          cfg=cfg, progress=progress) if motifs else None
     gene_hits = {}
     if gene_calls is not None:
         from genesae_fast.annotate.genes import gene_concepts

@@ -143,8 +143,8 @@ def _provenance(store_path, sae_path, inp: Inputs, motifs, gff) -> dict:
     }
 
 
-def annotate(store_path, sae_path, out, genome=None, motifs: str | None = "jaspar2024:CORE:vertebrates", gff=None,
-             cfg: Config | None = None, progress: bool = True, overwrite: bool = False, *,
+def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "jaspar2024:CORE:vertebrates", gff=None,
+             cfg: Config | None = None, progress: bool = True, overwrite: bool = False,
              workers: int | None = None, checkpoint_blocks: int = 4) -> dict:
     """Annotate every SAE feature, streaming the genome in blocks; writes ``out``, returns its summary.
 

@@ -210,7 +210,7 @@ def counts_block(b: int, p: CountParams) -> Pass2:
     w = read_window(store, sae, job.genome, g0, hi, job.split_block, F)
     own = w.owned(g0, g1)
     levels = C.entry_levels(w.acts, p.thr)
-    res = _feature_counts(w, own, levels, p)
+    res = _feature_counts(w, own, p)
     nm = len(job.motifs) if job.motifs else 0
     motif_hits = _motif_hits(real, nm, g0, g1) if real is not None else []
     if real is not None:
@@ -224,40 +224,43 @@ def counts_block(b: int, p: CountParams) -> Pass2:
     return res
 
 
-def _feature_counts(w, own: np.ndarray, levels: np.ndarray, p: CountParams) -> Pass2:
-    """Bases on, value histogram and peak candidates of the block's own tokens."""
-    F, T = p.thr.shape
-    a = w.acts
-    tok = np.repeat(np.arange(a.n_tokens), np.diff(a.ptr))
+def _owned_acts(acts: C.SparseActs, own: np.ndarray) -> tuple[C.SparseActs, np.ndarray]:
+    """The entries of the tokens ``own`` (a contiguous run) and their window token indices."""
+    tok = np.repeat(np.arange(acts.n_tokens), np.diff(acts.ptr))
     e = np.flatnonzero(own[tok])
-    feat, val = a.feat[e], a.val[e]
-    sub = C.SparseActs(np.concatenate([[0], np.cumsum(np.bincount(tok[e] - (tok[e][0] if e.size else 0),
-                                                                  minlength=int(own.sum())))]).astype(np.int64),
-                       feat, val, F)
+    ptr = np.concatenate([[0], np.cumsum(np.diff(acts.ptr)[own])]).astype(np.int64)
+    return C.SparseActs(ptr, acts.feat[e], acts.val[e], acts.n_features), tok[e]
+
+
+def _on_counts(sub: C.SparseActs, w, own: np.ndarray, thr: np.ndarray) -> np.ndarray:
+    """Bases on of the own tokens, (F, 2, T); tokens weigh their length, parts by first base."""
     lay = C.Layout(np.zeros(0, np.int64), w.tok_start[own], w.tok_end[own], w.layout.block)
-    on = C.on_counts(sub, lay, p.thr)
-    hist = TB.value_histogram(val, feat, p.fmax, F)
-    sel = value_bins(val) >= p.cutoff[feat]
-    t = tok[e][sel]
-    cand = Candidates.from_entries(feat[sel], val[sel], w.r0 + t, w.tok_start[t], w.tok_end[t], F, keep=p.keep)
-    empty = np.zeros((0,) * 1, np.int64)
-    del empty
-    return Pass2(on, hist, None, None, None, np.zeros(0, np.int64), np.zeros(0, np.int64), cand, p.keep)
+    return C.on_counts(sub, lay, thr)
+
+
+def _feature_counts(w, own: np.ndarray, p: CountParams) -> Pass2:
+    """Bases on, value histogram and peak candidates of the block's own tokens."""
+    F = p.thr.shape[0]
+    sub, tok = _owned_acts(w.acts, own)
+    hist = TB.value_histogram(sub.val, sub.feat, p.fmax, F)
+    sel = value_bins(sub.val) >= p.cutoff[sub.feat]  # holds each feature's top ``keep`` entries
+    t = tok[sel]
+    cand = Candidates.from_entries(sub.feat[sel], sub.val[sel], w.r0 + t, w.tok_start[t], w.tok_end[t], F,
+                                   keep=p.keep)
+    return Pass2(_on_counts(sub, w, own, p.thr), hist, None, None, None, np.zeros(0, np.int64),
+                 np.zeros(0, np.int64), cand, p.keep)
 
 
 def _neuron_counts(res: Pass2, w, own: np.ndarray, p: CountParams, concept_hits: list) -> None:
     """The neuron baseline's counts: raw directions (+ and - around the store mean)."""
     c = (w.x.astype(np.float64) - p.mean).astype(np.float32)
+    # only entries above the lowest threshold matter (the in-memory path's floor is the same)
     n = C.SparseActs.from_dense(np.concatenate([c, -c], axis=1), p.nthr[:, 0])
     levels = C.entry_levels(n, p.nthr)
     res.neuron = _tally(n, w.layout, levels, p.nthr.shape[1], concept_hits)
-    tok = np.repeat(np.arange(n.n_tokens), np.diff(n.ptr))
-    mine = own[tok]
-    res.neuron_active = np.bincount(n.feat[mine], minlength=n.n_features).astype(np.int64)
-    sub = C.SparseActs(np.concatenate([[0], np.cumsum(np.diff(n.ptr)[own])]).astype(np.int64), n.feat[mine],
-                       n.val[mine], n.n_features)
-    lay = C.Layout(np.zeros(0, np.int64), w.tok_start[own], w.tok_end[own], w.layout.block)
-    res.neuron_on = C.on_counts(sub, lay, p.nthr)
+    sub, _ = _owned_acts(n, own)
+    res.neuron_active = np.bincount(sub.feat, minlength=n.n_features).astype(np.int64)
+    res.neuron_on = _on_counts(sub, w, own, p.nthr)
 
 
 # ---------------------------------------------------------------------------- pass 3

@@ -307,7 +307,7 @@ def track_features(score: np.ndarray, n_tracks: int) -> list:
 
 
 def summary_dict(stats: FeatureStats, motif: ConceptScores | None, gene: ConceptScores | None, cs: dict,
-                 best_m: BestConcept, best_c: BestConcept, cfg, genome_bp: int, split_block: int) -> dict:
+                 best_m: BestConcept, best_c: BestConcept, cfg, *, genome_bp: int, split_block: int) -> dict:
     """summary.json (without the provenance keys added by the caller)."""
     tested = int(stats.active.sum())
     motif_names = motif.names if motif else []
@@ -363,8 +363,8 @@ def build_result(parts: Parts, cfg) -> Result:
                                    "pvalue", "qvalue")}
     feats, score = feature_table(parts.stats, best_m, best_c, parts.logos, cfg.qvalue)
     cs = concept_summary((parts.motif, parts.gene), active, parts.neuron_best)
-    summary = summary_dict(parts.stats, parts.motif, parts.gene, cs, best_m, best_c, cfg, parts.genome_bp,
-                           parts.split_block)
+    summary = summary_dict(parts.stats, parts.motif, parts.gene, cs, best_m, best_c, cfg, genome_bp=parts.genome_bp,
+                           split_block=parts.split_block)
     summary["best"] = best_list(score, best_m, best_c, cfg.qvalue)
     used = set(parts.logos.match_id) | set(best_m.label)
     motif_logos = {mid: np.round(np.asarray(pr), 4).tolist() for mid, pr in parts.motif_probs.items() if mid in used}
