@@ -24,6 +24,21 @@ def value_bins(val: np.ndarray) -> np.ndarray:
     return (np.ascontiguousarray(val, np.float32).view(np.uint32) >> VALUE_BIN_SHIFT).astype(np.int64)
 
 
+def add_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a + b`` as int64, in place when ``a`` already is (per-block deltas travel as int32)."""
+    if a.dtype == np.int64:
+        a += b
+        return a
+    return a.astype(np.int64) + b
+
+
+def narrow(a: np.ndarray) -> np.ndarray:
+    """A block's counts as int32 (half the bytes between processes); int64 if they do not fit."""
+    if a.size and (a.max() > np.iinfo(np.int32).max or a.min() < 0):
+        return a
+    return a.astype(np.int32)
+
+
 def merge_kmers(a: tuple, b: tuple) -> tuple:
     """Sum two (sorted k-mers uint64, counts) tables."""
     km = np.concatenate([a[0], b[0]]).astype(np.uint64)
@@ -59,7 +74,7 @@ class Moments:
         if set(self.partials) & set(o.partials):
             raise ValueError("Moments.merge: a block was counted twice")
         return Moments(self.n_tokens + o.n_tokens, self.nnz + o.nnz, self.n_active + o.n_active,
-                       np.maximum(self.fmax, o.fmax), self.vbins + o.vbins, np.maximum(self.dmax, o.dmax),
+                       np.maximum(self.fmax, o.fmax), add_counts(self.vbins, o.vbins), np.maximum(self.dmax, o.dmax),
                        merge_kmers(self.kmers, o.kmers), {**self.partials, **o.partials})
 
     def float_totals(self) -> np.ndarray:
@@ -96,7 +111,12 @@ class Tally:
                    np.zeros((n_concepts, 2), np.int64), np.zeros((n_concepts, 2), np.int64))
 
     def merge(self, o: "Tally") -> "Tally":
-        return Tally(self.tp + o.tp, self.found + o.found, self.n_hits + o.n_hits, self.n_pos + o.n_pos)
+        """Sum (reuses this tally's int64 arrays: merge into an accumulator, not into a shared value)."""
+        return Tally(add_counts(self.tp, o.tp), add_counts(self.found, o.found), self.n_hits + o.n_hits,
+                     self.n_pos + o.n_pos)
+
+    def narrow(self) -> "Tally":
+        return Tally(narrow(self.tp), narrow(self.found), self.n_hits, self.n_pos)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import numpy as np
 
 from genesae_fast.annotate import concepts as C
 from genesae_fast.annotate import tables as TB
-from genesae_fast.annotate.accumulators import Moments, Pass2, Pass3, Tally, value_bins
+from genesae_fast.annotate.accumulators import Moments, Pass2, Pass3, Tally, narrow, value_bins
 from genesae_fast.annotate.peaks import Candidates
 from genesae_fast.annotate.pieces import bed_lines, bedgraph_lines, write_piece
 from genesae_fast.annotate.sources import overlapping
@@ -100,6 +100,7 @@ def moments_block(b: int, params) -> Moments:
     else:
         part = np.zeros(2 + F)
     m.partials = {b: part}
+    m.vbins = narrow(m.vbins)
     G, k = job.genome.codes.shape[0], job.cfg.kmer_k
     km = count_kmers([job.genome.codes[g0:min(g1 + k - 1, G)]], k, threads=1)  # k-mers starting in the block
     m.kmers = (np.asarray(km[0], np.uint64), np.asarray(km[1], np.int64))
@@ -215,10 +216,10 @@ def counts_block(b: int, p: CountParams) -> Pass2:
     motif_hits = _motif_hits(real, nm, g0, g1) if real is not None else []
     if real is not None:
         ctrl_hits = _motif_hits(ctrl, len(job.controls), g0, g1) if ctrl is not None else []
-        res.motif = _tally(w.acts, w.layout, levels, T, motif_hits + ctrl_hits)
+        res.motif = _tally(w.acts, w.layout, levels, T, motif_hits + ctrl_hits).narrow()
         write_piece(Path(job.pieces) / "motif_hits", b, bed_lines(real, job.motifs, job.genome, g0, g1))
     if job.gene is not None:
-        res.gene = _tally(w.acts, w.layout, levels, T, gene)
+        res.gene = _tally(w.acts, w.layout, levels, T, gene).narrow()
     if p.nthr is not None:
         _neuron_counts(res, w, own, p, motif_hits + gene[:len(job.gene or {})])
     return res

@@ -83,8 +83,11 @@ def _save_state(r: Runner, name: str, done: set, acc) -> None:
 def run_pass(r: Runner, name: str, params: dict):
     """Run pass ``name`` on this rank's unfinished blocks; returns the merged accumulator of
     all ranks. ``params[b]`` is block b's parameter object."""
+    import time
+
     from tqdm import tqdm
 
+    t0 = time.perf_counter()
     done, acc = _load_state(r, name)
     todo = [b for b in r.my_blocks() if b not in done]
     tasks = [(name, b, params[b]) for b in todo]
@@ -101,7 +104,10 @@ def run_pass(r: Runner, name: str, params: dict):
             BLOCK_HOOK(name, b)
     if since or not _state_file(r, name).is_file():
         _save_state(r, name, done, acc)
-    return _gather(r, acc)
+    out = _gather(r, acc)
+    if r.progress:
+        tqdm.write(f"annotate: pass {name} on {len(tasks)} blocks: {time.perf_counter() - t0:.1f} s")
+    return out
 
 
 def _gather(r: Runner, acc):
