@@ -27,10 +27,17 @@ from genesae_fast.cli.options import threads_option
 @click.option("--no-neurons", is_flag=True, help="Skip the neuron baseline.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffled controls.")
 @threads_option
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes for the genome blocks (one torch thread each).  "
+                   "[default: all cores; under torchrun the cores of each local rank]")
+@click.option("--block-bp", type=click.IntRange(min=1000), default=262_144, show_default=True,
+              help="Bases per block: the memory of each worker grows with it, the tables do not change.")
+@click.option("--checkpoint-blocks", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Blocks between two checkpoints; an interrupted run resumes from the last one.")
 @click.option("--overwrite", is_flag=True, help="Replace an annotation already in --out.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def annotate(store, sae, genome, motifs, gff, out, pvalue, shuffles, min_active, qvalue, no_neurons, seed, threads,
-             overwrite, quiet):
+             workers, block_bp, checkpoint_blocks, overwrite, quiet):
     """Annotate every SAE feature: firing statistics, top examples, an activation-weighted
     logo with its best JASPAR match, the top k-mer, and concept matches (InterPLM style:
     precision per base, recall per hit, F1 at the best of several thresholds, chosen on
@@ -40,14 +47,20 @@ def annotate(store, sae, genome, motifs, gff, out, pvalue, shuffles, min_active,
 
     Writes features.tsv, feature_motif.tsv, feature_concept.tsv, concepts.tsv,
     examples.parquet, logos.json, summary.json, tracks/*.bedGraph and motif_hits.bed.
+
+    Streams: the genome is read in blocks of --block-bp bases by --workers processes
+    (memory does not grow with the genome). Interrupted (Ctrl-C, kill), rerun the same
+    command: it resumes from the last checkpoint and gives the same tables. Under
+    torchrun the ranks share the blocks and rank 0 writes the folder (the store and
+    OUT on a file system every rank sees).
     """
     from genesae_fast.annotate.core import Config
     from genesae_fast.annotate.folder import annotate as run_annotate
 
     cfg = Config(pvalue=pvalue, n_shuffles=shuffles, min_active=min_active, qvalue=qvalue, neurons=not no_neurons,
-                 seed=seed, threads=threads)
+                 seed=seed, threads=threads, block_bp=block_bp)
     spec = None if motifs.lower() == "none" else motifs
     summary = run_annotate(store, sae, out, genome=genome, motifs=spec, gff=gff, cfg=cfg, progress=not quiet,
-                           overwrite=overwrite)
+                           overwrite=overwrite, workers=workers, checkpoint_blocks=checkpoint_blocks)
     click.echo(f"{out}: {summary['features_tested']} features tested; {summary['features_with_motif']} with a motif, "
                f"{summary['features_with_gene_concept']} with a gene-structure concept (q <= {qvalue})", err=True)

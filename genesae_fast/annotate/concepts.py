@@ -137,20 +137,22 @@ class Layout:
     pos_token : numpy.ndarray, shape (G,), int64 -- token covering each base, -1 if none
     tok_start, tok_end : numpy.ndarray, shape (N,), int64 -- global bp span of each token
     block : int -- block size in bp of the select/evaluate split
+    origin : int -- global coordinate of ``pos_token[0]`` (a window of the genome when > 0)
     """
 
     pos_token: np.ndarray
     tok_start: np.ndarray
     tok_end: np.ndarray
     block: int
+    origin: int = 0
 
     @property
     def genome_length(self) -> int:
         return int(self.pos_token.shape[0])
 
     def part(self, pos: np.ndarray) -> np.ndarray:
-        """0 (select) or 1 (evaluate) for global positions ``pos``."""
-        return ((np.asarray(pos, dtype=np.int64) // self.block) % 2).astype(np.int64)
+        """0 (select) or 1 (evaluate) for positions ``pos`` of ``pos_token`` (global - origin)."""
+        return (((np.asarray(pos, dtype=np.int64) + self.origin) // self.block) % 2).astype(np.int64)
 
 
 def default_block(genome_length: int) -> int:
@@ -276,7 +278,6 @@ def concept_counts(acts: SparseActs, layout: Layout, thr: np.ndarray, hits: Hits
     hits : the concept's intervals (may overlap)
     levels : (E,) :func:`entry_levels` of ``acts`` for ``thr`` (computed here when None)
     """
-    F, T = thr.shape
     if levels is None:
         levels = entry_levels(acts, thr)
     G = layout.genome_length
@@ -284,14 +285,26 @@ def concept_counts(acts: SparseActs, layout: Layout, thr: np.ndarray, hits: Hits
     end = np.clip(hits.end, 0, G)
     ok = end > start
     start, end = start[ok], end[ok]
-    hit_part = layout.part(start)
-    n_hits = np.bincount(hit_part, minlength=2)[:2].astype(np.int64)
+    n_hits = np.bincount(layout.part(start), minlength=2)[:2].astype(np.int64)
+    tp_hist, n_pos = tp_levels(acts, layout, levels, thr.shape[1], start, end)
+    found_hist = found_levels(acts, layout, levels, thr.shape[1], start, end)
+    return ConceptCounts(_above(tp_hist).astype(np.int64), _above(found_hist).astype(np.int64), n_hits, n_pos)
 
-    # precision: each positive base once, however many hits cover it
+
+def tp_levels(acts: SparseActs, layout: Layout, levels: np.ndarray, T: int, start: np.ndarray,
+              end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positive bases (each once) by feature, part and entry level.
+
+    Returns
+    -------
+    hist : (F, 2, T+1) int64 -- positive bases whose token has the feature at each level
+    n_pos : (2,) int64 -- positive bases per part
+    """
+    F = acts.n_features
     pos = _sorted_unique(_expand(start, end))
     n_pos = np.bincount(layout.part(pos), minlength=2)[:2].astype(np.int64)
     nbins = F * 2 * (T + 1)
-    tp_hist = np.zeros(nbins, dtype=np.int64)
+    hist = np.zeros(nbins, dtype=np.int64)
     for a in range(0, pos.shape[0], _CHUNK_BASES):  # chunks bound the per-entry temporaries
         p = pos[a:a + _CHUNK_BASES]
         tok = layout.pos_token[p]
@@ -299,32 +312,27 @@ def concept_counts(acts: SparseActs, layout: Layout, thr: np.ndarray, hits: Hits
         entries, owner = _gather(acts, tok[has])
         part = layout.part(p[has])[owner]
         key = (acts.feat[entries].astype(np.int64) * 2 + part) * (T + 1) + levels[entries]
-        tp_hist += np.bincount(key, minlength=nbins)
-    tp = _above(tp_hist.reshape(F, 2, T + 1))
+        hist += np.bincount(key, minlength=nbins)
+    return hist.reshape(F, 2, T + 1), n_pos
 
-    # recall: the highest level a feature reaches inside each hit
-    H = start.shape[0]
-    if H == pos.shape[0] and np.all(end - start == 1):
+
+def found_levels(acts: SparseActs, layout: Layout, levels: np.ndarray, T: int, start: np.ndarray,
+                 end: np.ndarray) -> np.ndarray:
+    """Hits by feature, part (of the hit's first base) and the top level reached inside.
+
+    Returns (F, 2, T+1) int64 (level 0: the feature never on inside the hit, not filled).
+    """
+    F, H = acts.n_features, start.shape[0]
+    if H and np.all(end - start == 1) and _sorted_unique(start).shape[0] == H:
         # 1-bp hits at distinct bases (codon positions): a hit is found iff its base is on
-        return ConceptCounts(tp.astype(np.int64), tp.astype(np.int64).copy(), n_hits, n_pos)
+        return tp_levels(acts, layout, levels, T, start, end)[0]
+    hit_part = layout.part(start)
+    nbins = F * 2 * (T + 1)
     dense = H * F <= _DENSE_PAIRS
     top_all = np.zeros(H * F if dense else 0, dtype=np.int8)
     found_hist = np.zeros(nbins, dtype=np.int64)
-    # groups of whole hits of about _CHUNK_BASES bases: a (hit, feature) pair never spans two
-    ends = np.cumsum(end - start)
-    cuts = np.searchsorted(ends, np.arange(_CHUNK_BASES, int(ends[-1]) if H else 0, _CHUNK_BASES), side="left")
-    bounds = np.unique(np.concatenate([[0], cuts + 1, [H]])) if H else np.array([0])
-    for h0, h1 in zip(bounds[:-1], bounds[1:]):
-        hs, he = start[h0:h1], end[h0:h1]
-        pos_g = _expand(hs, he)
-        hit_id = h0 + np.repeat(np.arange(h1 - h0, dtype=np.int64), he - hs)
-        tok = layout.pos_token[pos_g]
-        has = tok >= 0
-        entries, owner = _gather(acts, tok[has])
-        lev = levels[entries]
-        live = lev > 0
-        key = hit_id[has][owner][live] * F + acts.feat[entries][live].astype(np.int64)
-        lev = lev[live]
+    for h0, h1 in _hit_groups(start, end):
+        key, lev = _hit_feature_levels(acts, layout, levels, start, end, h0, h1)
         if dense:
             # a dense (hit, feature) table of top levels, raised level by level
             for level in range(1, T + 1):
@@ -341,8 +349,33 @@ def concept_counts(acts: SparseActs, layout: Layout, thr: np.ndarray, hits: Hits
         pair = np.flatnonzero(top_all)
         top = top_all[pair].astype(np.int64)
         found_hist += np.bincount(((pair % F) * 2 + hit_part[pair // F]) * (T + 1) + top, minlength=nbins)
-    found = _above(found_hist.reshape(F, 2, T + 1))
-    return ConceptCounts(tp.astype(np.int64), found.astype(np.int64), n_hits, n_pos)
+    return found_hist.reshape(F, 2, T + 1)
+
+
+def _hit_groups(start: np.ndarray, end: np.ndarray):
+    """Groups of whole hits of about ``_CHUNK_BASES`` bases: a (hit, feature) pair never spans two."""
+    H = start.shape[0]
+    if H == 0:
+        return []
+    ends = np.cumsum(end - start)
+    cuts = np.searchsorted(ends, np.arange(_CHUNK_BASES, int(ends[-1]), _CHUNK_BASES), side="left")
+    bounds = np.unique(np.concatenate([[0], cuts + 1, [H]]))
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _hit_feature_levels(acts, layout, levels, start, end, h0, h1):
+    """(hit * F + feature) keys and levels of the live entries on hits ``h0:h1``."""
+    F = acts.n_features
+    hs, he = start[h0:h1], end[h0:h1]
+    pos_g = _expand(hs, he)
+    hit_id = h0 + np.repeat(np.arange(h1 - h0, dtype=np.int64), he - hs)
+    tok = layout.pos_token[pos_g]
+    has = tok >= 0
+    entries, owner = _gather(acts, tok[has])
+    lev = levels[entries]
+    live = lev > 0
+    key = hit_id[has][owner][live] * F + acts.feat[entries][live].astype(np.int64)
+    return key, lev[live]
 
 
 def prf(tp, on, found, n_hits):

@@ -12,11 +12,14 @@ import json
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from genesae_fast.annotate.core import Config, Genome, Result, annotate_encoded
+from genesae_fast.annotate.core import Config, Genome
+from genesae_fast.annotate.pieces import join_pieces
+from genesae_fast.annotate.tables import Result
 from genesae_fast.errors import InputError
 
 MARKER = "summary.json"
@@ -31,19 +34,33 @@ def _genome_for(store, genome):
     return str(genome)
 
 
+def load_sae(sae_path, device: str = "cpu"):
+    """The SAE of a folder, in eval mode (workers of the streamed annotation call this too)."""
+    from genesae_fast.sae import TopKSAE
+
+    if not (Path(sae_path) / "sae.safetensors").is_file():
+        raise InputError(f"{sae_path}: not an SAE folder (no sae.safetensors)")
+    sae = TopKSAE.load(sae_path, device=device)
+    sae.eval()
+    return sae
+
+
+def n_latents_of(sae) -> int:
+    """Number of features of an SAE (its config, else the encoder's rows)."""
+    if hasattr(sae, "config") and "n_latents" in sae.config:
+        return int(sae.config["n_latents"])
+    return int(sae.W_enc.shape[0])
+
+
 def load_inputs(store_path, sae_path, genome=None, device="cpu"):
     """Open the store and the SAE and read the genome; check they fit together."""
-    from genesae_fast.sae import TopKSAE
     from genesae_fast.sequences import read_fasta
     from genesae_fast.store import ActivationStore
 
     store = ActivationStore.open(store_path)
     if not store.has_coordinates:
         raise InputError(f"{store_path}: the store has no genome coordinates (imported?); annotate needs them")
-    if not (Path(sae_path) / "sae.safetensors").is_file():
-        raise InputError(f"{sae_path}: not an SAE folder (no sae.safetensors)")
-    sae = TopKSAE.load(sae_path, device=device)
-    sae.eval()
+    sae = load_sae(sae_path, device)
     if int(sae.config["d_in"]) != store.d:
         raise InputError(f"{sae_path}: SAE input size {sae.config['d_in']} does not match the store's d={store.d}")
     genome_path = _genome_for(store, genome)
@@ -55,9 +72,81 @@ def load_inputs(store_path, sae_path, genome=None, device="cpu"):
     return store, sae, records, genome_path
 
 
-def annotate(store_path, sae_path, out, genome=None, motifs: str | None = "jaspar2024:CORE:vertebrates", gff=None,
-             cfg: Config | None = None, progress: bool = True, overwrite: bool = False) -> dict:
-    """Annotate every SAE feature; writes the folder ``out`` and returns its summary dict.
+@dataclass
+class Inputs:
+    """What both annotation paths start from (records cut to the part the store covers)."""
+
+    store: object
+    sae: object
+    genome_path: str
+    recs: list
+    genome: Genome
+    motifs: list | None
+    controls: list | None
+    calls: list
+
+
+def prepare(store_path, sae_path, genome=None, motifs=None, gff=None, cfg: Config | None = None) -> Inputs:
+    """Open and check the inputs, load motifs (and their shuffled controls), call genes."""
+    from genesae_fast.annotate.genes import predict_genes, read_gff3
+    from genesae_fast.sequences import Record
+
+    cfg = cfg or Config()
+    store, sae, records, genome_path = load_inputs(store_path, sae_path, genome)
+    # records in the store's order (seq indices of the store's coordinates)
+    by_name = {r.name: r for r in records}
+    full = [by_name[n] for n in (store.sequence_names or [r.name for r in records])]
+    # a store of a slice (extract --max-tokens) covers only a prefix: concepts outside it
+    # would count as hits never found, so every record is cut to its covered length
+    covered = _covered(store, len(full))
+    recs = [Record(r.name, r.description, r.codes[:e], r.softmask[:e]) for r, e in zip(full, covered)]
+    motif_list, controls = None, None
+    if motifs:
+        from genesae_fast.motifs import load_motifs, shuffle_columns
+
+        motif_list = load_motifs(motifs)
+        rng = np.random.default_rng(cfg.seed)
+        controls = [shuffle_columns(m, rng) for _ in range(cfg.n_shuffles) for m in motif_list] or None
+    if gff:
+        # checked against the whole records, then cut to the part the store covers
+        calls = [c for c in read_gff3(gff, full) if c.end <= covered[c.seq]]
+        for c in calls:
+            if c.rbs is not None and c.rbs[1] > covered[c.seq]:
+                c.rbs = None
+    else:
+        calls = predict_genes(recs)
+    return Inputs(store, sae, genome_path, recs, Genome.from_records(recs), motif_list, controls, calls)
+
+
+def _covered(store, n_records: int) -> np.ndarray:
+    """Per record, the end of the last token the store holds (read a coordinate chunk at a time)."""
+    covered = np.zeros(n_records, np.int64)
+    step = 1 << 20
+    for a in range(0, store.n_rows, step):
+        seq, _, bp_end, _ = store.coordinates(a, min(a + step, store.n_rows))
+        np.maximum.at(covered, np.asarray(seq, np.int64), np.asarray(bp_end, np.int64))
+    return covered
+
+
+def _provenance(store_path, sae_path, inp: Inputs, motifs, gff) -> dict:
+    attrs = inp.store.attrs or {}
+    return {
+        "store": str(Path(store_path).resolve()) if "://" not in str(store_path) else str(store_path),
+        "sae": str(Path(sae_path).resolve()),
+        "genome": str(Path(inp.genome_path).resolve()),
+        "motif_spec": motifs or "",
+        "n_motifs": len(inp.motifs) if inp.motifs else 0,
+        "gene_source": str(gff) if gff else "pyrodigal",
+        "n_genes": len(inp.calls),
+        "layer": attrs.get("layer"),
+        "model": (attrs.get("model") or {}).get("name"),
+    }
+
+
+def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "jaspar2024:CORE:vertebrates", gff=None,
+             cfg: Config | None = None, progress: bool = True, overwrite: bool = False,
+             workers: int | None = None, checkpoint_blocks: int = 4) -> dict:
+    """Annotate every SAE feature, streaming the genome in blocks; writes ``out``, returns its summary.
 
     Parameters
     ----------
@@ -67,63 +156,74 @@ def annotate(store_path, sae_path, out, genome=None, motifs: str | None = "jaspa
     genome : FASTA (default: the genome recorded in the store)
     motifs : motif SPEC or file for ``load_motifs``; None for no motif concepts
     gff : GFF3 with CDS features; None to predict genes with pyrodigal
-    cfg : Config
+    cfg : Config (``cfg.block_bp``: bases per block)
+    workers : worker processes (default: all cores; under torchrun the cores per local rank)
+    checkpoint_blocks : blocks between two checkpoints (a killed run resumes from the last one)
     """
-    from genesae_fast.annotate.encode import encode_store
-    from genesae_fast.annotate.genes import predict_genes, read_gff3
+    from genesae_fast.annotate.core import gene_shifts
+    from genesae_fast.annotate.sources import gene_sources
+    from genesae_fast.annotate.streamed import annotate_streamed, plan_job
 
     cfg = cfg or Config()
     out = Path(out)
     if (out / MARKER).exists() and not overwrite:
         raise InputError(f"{out}: an annotation is already there (use --overwrite)")
-    store, sae, records, genome_path = load_inputs(store_path, sae_path, genome)
-    # records in the store's order (seq indices of the store's coordinates)
-    order = store.sequence_names or [r.name for r in records]
-    by_name = {r.name: r for r in records}
-    recs = [by_name[n] for n in order]
-    seq, bp_start, bp_end, _ = store.coordinates()
-    # a store of a slice (extract --max-tokens) covers only a prefix: concepts outside it
-    # would count as hits never found, so every record is cut to its covered length
-    from genesae_fast.sequences import Record
+    inp = prepare(store_path, sae_path, genome, motifs, gff, cfg)
+    g = inp.genome
+    inp.recs = []  # the genome is kept once, as Genome.codes
+    tmp = out.with_name(out.name + ".partial")
+    work = tmp / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+    job = plan_job(store_path, sae_path, g, cfg, motifs=inp.motifs, controls=inp.controls,
+                   gene=gene_sources(inp.calls, g.offsets, g.lengths), shifts=gene_shifts(int(g.codes.shape[0]), cfg),
+                   pieces=work / "pieces", sae_loader=load_sae, n_latents=n_latents_of(inp.sae))
+    res, tracks = annotate_streamed(job, work, workers=_workers(workers), checkpoint_blocks=checkpoint_blocks,
+                                    progress=progress)
+    res.summary.update(_provenance(store_path, sae_path, inp, motifs, gff))
+    if _rank() == 0:
+        write_result(res, out, g, overwrite=True, pieces=(work / "pieces", len(job.blocks), tracks,
+                                                          bool(inp.motifs)))
+    return res.summary
 
-    covered = np.zeros(len(recs), np.int64)
-    np.maximum.at(covered, np.asarray(seq, np.int64), np.asarray(bp_end, np.int64))
-    full = recs
-    recs = [Record(r.name, r.description, r.codes[:e], r.softmask[:e]) for r, e in zip(recs, covered)]
-    g = Genome.from_records(recs)
 
-    motif_list, real, ctrl = None, None, None
-    if motifs:
-        from genesae_fast.motifs import load_motifs, shuffle_columns
-        from genesae_fast.scan import scan_motifs
+def _rank() -> int:
+    import torch.distributed as dist
 
-        motif_list = load_motifs(motifs)
-        rng = np.random.default_rng(cfg.seed)
-        controls = [shuffle_columns(m, rng) for _ in range(cfg.n_shuffles) for m in motif_list]
-        real = scan_motifs(recs, motif_list, pvalue=cfg.pvalue, threads=cfg.threads)
-        ctrl = scan_motifs(recs, controls, pvalue=cfg.pvalue, threads=cfg.threads) if controls else None
-    if gff:
-        # checked against the whole records, then cut to the part the store covers
-        calls = [c for c in read_gff3(gff, full) if c.end <= covered[c.seq]]
-        for c in calls:
-            if c.rbs is not None and c.rbs[1] > covered[c.seq]:
-                c.rbs = None
-    else:
-        calls = predict_genes(recs)
-    enc = encode_store(store, sae, neurons=cfg.neurons, progress=progress)
-    res = annotate_encoded(g, seq, bp_start, bp_end, enc, motif_list, real, ctrl, calls, cfg, progress=progress)
-    res.summary.update({
-        "store": str(Path(store_path).resolve()) if "://" not in str(store_path) else str(store_path),
-        "sae": str(Path(sae_path).resolve()),
-        "genome": str(Path(genome_path).resolve()),
-        "motif_spec": motifs or "",
-        "n_motifs": len(motif_list) if motif_list else 0,
-        "gene_source": str(gff) if gff else "pyrodigal",
-        "n_genes": len(calls),
-        "layer": (store.attrs or {}).get("layer"),
-        "model": ((store.attrs or {}).get("model") or {}).get("name"),
-    })
-    write_result(res, out, g, motif_list, real, overwrite=True)
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _workers(workers: int | None) -> int:
+    """Worker processes: as asked, else the cores (shared by the local ranks under torchrun)."""
+    if workers is not None:
+        if workers < 1:
+            raise InputError(f"--workers {workers}: must be at least 1")
+        return int(workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def annotate_in_memory(store_path, sae_path, out, genome=None, motifs: str | None = "jaspar2024:CORE:vertebrates",
+                       gff=None, cfg: Config | None = None, progress: bool = False) -> dict:
+    """The in-memory annotation (every token's codes held at once; about 1 GB per Mbp).
+
+    The reference the streamed :func:`annotate` is tested against; same folder layout.
+    """
+    from genesae_fast.annotate.core import annotate_encoded
+    from genesae_fast.annotate.encode import encode_store
+    from genesae_fast.scan import scan_motifs
+
+    cfg = cfg or Config()
+    inp = prepare(store_path, sae_path, genome, motifs, gff, cfg)
+    real = ctrl = None
+    if inp.motifs:
+        real = scan_motifs(inp.recs, inp.motifs, pvalue=cfg.pvalue, threads=cfg.threads)
+        ctrl = scan_motifs(inp.recs, inp.controls, pvalue=cfg.pvalue, threads=cfg.threads) if inp.controls else None
+    seq, bp_start, bp_end, _ = inp.store.coordinates()
+    enc = encode_store(inp.store, inp.sae, neurons=cfg.neurons, progress=progress)
+    res = annotate_encoded(inp.genome, seq, bp_start, bp_end, enc, inp.motifs, real, ctrl, inp.calls, cfg,
+                           progress=progress)
+    res.summary.update(_provenance(store_path, sae_path, inp, motifs, gff))
+    write_result(res, out, inp.genome, inp.motifs, real, overwrite=True)
     return res.summary
 
 
@@ -152,20 +252,60 @@ def read_tsv(path) -> dict:
     return {h: [r[i] for r in rows] for i, h in enumerate(head)}
 
 
-def write_result(res: Result, out, genome: Genome, motifs=None, real_hits=None, overwrite: bool = False) -> Path:
-    """Write a :class:`Result` as an annotation folder (atomically: temp folder, rename)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def write_result(res: Result, out, genome: Genome, motifs=None, real_hits=None, overwrite: bool = False, *,
+                 pieces=None) -> Path:
+    """Write a :class:`Result` as an annotation folder (atomically: temp folder, rename).
 
+    ``pieces`` = (folder, n_blocks, track features, with motifs) of a streamed run: the motif
+    hits and tracks are joined from its per-block pieces instead of ``res.tracks``/``real_hits``.
+    """
     out = Path(out)
     tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    if pieces is None:
+        shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
     write_tsv(res.features, tmp / "features.tsv")
     write_tsv(res.feature_motif, tmp / "feature_motif.tsv")
     write_tsv(res.feature_concept, tmp / "feature_concept.tsv")
     write_tsv(res.concept_summary, tmp / "concepts.tsv")
-    ex = res.examples
+    _write_examples(res.examples, tmp / "examples.parquet")
+    (tmp / "logos.json").write_text(json.dumps({"features": {str(k): v for k, v in res.logos.items()},
+                                               "motifs": res.motif_logos}))
+    (tmp / "tracks").mkdir(exist_ok=True)
+    if pieces is not None:
+        _join_streamed(tmp, *pieces)
+    else:
+        _write_tracks(res.tracks, tmp / "tracks", genome)
+        if motifs is not None and real_hits is not None and len(real_hits):
+            _write_motif_bed(real_hits, motifs, genome, tmp / "motif_hits.bed")
+    (tmp / MARKER).write_text(json.dumps(res.summary, indent=2, default=_json_default))
+    if out.exists():
+        if not overwrite:
+            shutil.rmtree(tmp)
+            raise InputError(f"{out}: already exists")
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def _track_header(f: int) -> str:
+    return f'track type=bedGraph name="feature {f}" description="SAE feature {f} activation"\n'
+
+
+def _join_streamed(tmp: Path, folder: Path, n_blocks: int, tracks: list, with_motifs: bool) -> None:
+    """Join a streamed run's pieces into motif_hits.bed and the bedGraph tracks; drop the work folder."""
+    folder = Path(folder)
+    for f in tracks:
+        join_pieces(folder / f"track_{f}", n_blocks, tmp / "tracks" / f"feature_{f}.bedGraph", _track_header(f))
+    if with_motifs:
+        join_pieces(folder / "motif_hits", n_blocks, tmp / "motif_hits.bed")
+    shutil.rmtree(tmp / ".work", ignore_errors=True)
+
+
+def _write_examples(ex: dict, path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.table({
         "feature": pa.array(ex["feature"], pa.int32()),
         "rank": pa.array(ex["rank"], pa.int32()),
@@ -177,36 +317,29 @@ def write_result(res: Result, out, genome: Genome, motifs=None, real_hits=None, 
         "context": pa.array(ex["context"], pa.string()),
         "context_activation": pa.array(ex["context_activation"], pa.list_(pa.float32())),
     })
-    pq.write_table(table, tmp / "examples.parquet")
-    (tmp / "logos.json").write_text(json.dumps({"features": {str(k): v for k, v in res.logos.items()},
-                                               "motifs": res.motif_logos}))
-    tracks = tmp / "tracks"
-    tracks.mkdir()
-    for f, (s, e, v) in res.tracks.items():
+    pq.write_table(table, path)
+
+
+def _write_tracks(tracks: dict, folder: Path, genome: Genome) -> None:
+    for f, (s, e, v) in tracks.items():
         seq, bp = genome.local(s)
         names = np.asarray(genome.names, dtype=object)[seq]
         ends = bp + (e - s)
-        with open(tracks / f"feature_{f}.bedGraph", "w") as fh:
-            fh.write(f'track type=bedGraph name="feature {f}" description="SAE feature {f} activation"\n')
+        with open(folder / f"feature_{f}.bedGraph", "w") as fh:
+            fh.write(_track_header(f))
             fh.writelines(f"{n}\t{a}\t{b}\t{x:.4g}\n" for n, a, b, x in zip(names, bp.tolist(), ends.tolist(), v.tolist()))
-    if motifs is not None and real_hits is not None and len(real_hits):
-        labels = np.array([m.id + (f"_{m.alt_id}" if m.alt_id else "") for m in motifs], dtype=object)
-        seqnames = np.asarray(genome.names, dtype=object)
-        pv = np.maximum(np.asarray(real_hits.pvalue, dtype=np.float64), 1e-100)
-        score = np.clip(np.round(-10 * np.log10(pv)), 0, 1000).astype(np.int64)
-        strand = np.where(np.asarray(real_hits.strand) > 0, "+", "-")
-        cols = zip(seqnames[np.asarray(real_hits.seq)], np.asarray(real_hits.start).tolist(),
-                   np.asarray(real_hits.end).tolist(), labels[np.asarray(real_hits.motif)], score.tolist(), strand)
-        with open(tmp / "motif_hits.bed", "w") as fh:
-            fh.writelines(f"{a}\t{b}\t{c}\t{d}\t{e}\t{f}\n" for a, b, c, d, e, f in cols)
-    (tmp / MARKER).write_text(json.dumps(res.summary, indent=2, default=_json_default))
-    if out.exists():
-        if not overwrite:
-            shutil.rmtree(tmp)
-            raise InputError(f"{out}: already exists")
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+
+
+def _write_motif_bed(real_hits, motifs, genome: Genome, path: Path) -> None:
+    labels = np.array([m.id + (f"_{m.alt_id}" if m.alt_id else "") for m in motifs], dtype=object)
+    seqnames = np.asarray(genome.names, dtype=object)
+    pv = np.maximum(np.asarray(real_hits.pvalue, dtype=np.float64), 1e-100)
+    score = np.clip(np.round(-10 * np.log10(pv)), 0, 1000).astype(np.int64)
+    strand = np.where(np.asarray(real_hits.strand) > 0, "+", "-")
+    cols = zip(seqnames[np.asarray(real_hits.seq)], np.asarray(real_hits.start).tolist(),
+               np.asarray(real_hits.end).tolist(), labels[np.asarray(real_hits.motif)], score.tolist(), strand)
+    with open(path, "w") as fh:
+        fh.writelines(f"{a}\t{b}\t{c}\t{d}\t{e}\t{f}\n" for a, b, c, d, e, f in cols)
 
 
 def _json_default(o):

@@ -1,0 +1,111 @@
+"""Genome blocks and the store rows, coordinates and SAE codes of a genome window.
+
+The genome (records laid end to end, as :class:`~genesae_fast.annotate.core.Genome`) is cut
+into blocks of ``block_bp`` bases. A block *owns* its bases and the tokens whose first base
+it holds, so every base and token is counted once; the work on a block reads a wider
+window (motif widths, hits that run past the block, example contexts).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from genesae_fast.annotate import concepts as C
+
+DEFAULT_BLOCK_BP = 262_144
+
+
+def plan_blocks(genome_bp: int, block_bp: int = DEFAULT_BLOCK_BP) -> list[tuple[int, int]]:
+    """Blocks ``[(g0, g1), ...]`` covering ``[0, genome_bp)`` in order."""
+    if block_bp < 1:
+        raise ValueError("block_bp must be at least 1")
+    return [(a, min(a + block_bp, genome_bp)) for a in range(0, genome_bp, block_bp)]
+
+
+def window_rows(store, genome, lo: int, hi: int) -> tuple[int, int]:
+    """Store rows ``[r0, r1)`` whose tokens overlap the global window ``[lo, hi)``.
+
+    Rows are in genome order (records in store order, tokens by position), so the rows of
+    every record the window touches form one run.
+    """
+    if hi <= lo:
+        return 0, 0
+    first = int(np.searchsorted(genome.offsets, lo, side="right") - 1)
+    last = int(np.searchsorted(genome.offsets, hi - 1, side="right") - 1)
+    r0, r1 = None, None
+    for r in range(first, last + 1):
+        off = int(genome.offsets[r])
+        a, b = max(lo - off, 0), min(hi - off, int(genome.lengths[r]))
+        if b <= a:
+            continue
+        rlo, rhi = store.interval_row_ranges(r, np.array([a]), np.array([b]))
+        r0 = int(rlo[0]) if r0 is None else min(r0, int(rlo[0]))
+        r1 = int(rhi[0]) if r1 is None else max(r1, int(rhi[0]))
+    if r0 is None or r1 <= r0:
+        return 0, 0
+    return r0, r1
+
+
+@dataclass
+class Window:
+    """Tokens of a window: global rows, spans, SAE codes and the base -> token layout.
+
+    Attributes
+    ----------
+    lo, hi : int -- the window (global bp)
+    r0 : int -- global row of token 0
+    tok_start, tok_end : (n,) int64 global spans
+    x : (n, d) float32 store rows
+    acts : SparseActs (n tokens) of the SAE features
+    layout : Layout over ``[lo, hi)`` (origin lo; tokens cut to the window)
+    """
+
+    lo: int
+    hi: int
+    r0: int
+    tok_start: np.ndarray
+    tok_end: np.ndarray
+    x: np.ndarray
+    acts: C.SparseActs
+    layout: C.Layout
+
+    def owned(self, g0: int, g1: int) -> np.ndarray:
+        """Tokens whose first base is in ``[g0, g1)``, shape (n,) bool."""
+        return (self.tok_start >= g0) & (self.tok_start < g1)
+
+
+def encode_topk(sae, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SAE codes of ``x`` (n, d): (vals [n, k] float32, idx [n, k]); values <= 0 do not fire."""
+    import torch
+
+    with torch.no_grad():
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        vals, idx = sae.encode(sae.normalize(xt))
+        return vals.float().cpu().numpy(), idx.cpu().numpy()
+
+
+def read_window(store, sae, genome, lo: int, hi: int, split_block: int, n_latents: int) -> Window:
+    """Read, encode and lay out the tokens overlapping ``[lo, hi)``."""
+    r0, r1 = window_rows(store, genome, lo, hi)
+    if r1 > r0:
+        seq, bs, be, _ = store.coordinates(r0, r1)
+        off = genome.offsets[np.asarray(seq, np.int64)]
+        ts, te = off + np.asarray(bs, np.int64), off + np.asarray(be, np.int64)
+        x = store.read_rows(r0, r1)
+        vals, idx = encode_topk(sae, x)
+    else:
+        ts = te = np.zeros(0, np.int64)
+        x = np.zeros((0, store.d), np.float32)
+        vals, idx = np.zeros((0, 1), np.float32), np.zeros((0, 1), np.int64)
+    acts = C.SparseActs.from_topk(vals, idx, n_latents)
+    layout = local_layout(ts, te, lo, hi, split_block)
+    return Window(lo, hi, r0, ts, te, x, acts, layout)
+
+
+def local_layout(tok_start: np.ndarray, tok_end: np.ndarray, lo: int, hi: int, split_block: int) -> C.Layout:
+    """Layout of ``[lo, hi)``: tokens cut to the window, later tokens win overlaps (as genome-wide)."""
+    s = np.clip(tok_start, lo, hi) - lo
+    e = np.clip(tok_end, lo, hi) - lo
+    base = C.make_layout(s, np.maximum(e, s), hi - lo, split_block)
+    return C.Layout(base.pos_token, tok_start, tok_end, int(split_block), origin=int(lo))
