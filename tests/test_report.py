@@ -43,7 +43,7 @@ def ann_dir(tmp_path_factory):
     hits = scan_motifs([rec], motifs, threads=1)
     ctrl = scan_motifs([rec], [shuffle_columns(m, rng) for m in motifs], threads=1)
     dense = np.maximum(rng.normal(size=(n, 10)) - 1.5, 0).astype(np.float32)
-    for s, m in zip(hits.start, hits.motif):  # feature m fires at the end of motif m's hits
+    for s, m in zip(hits.start, hits.motif, strict=True):  # feature m fires at the end of motif m's hits
         dense[min(s + 8, n - 1), m % 10] += 3
     enc = Encoded(SparseActs.from_dense(dense), SparseActs.from_dense(dense[:, :4]), 0.05, 2.0)
     calls = predict_genes([rec])

@@ -100,10 +100,10 @@ def svg_lines(series: dict, title="", xlabel="", width=360, height=180, logy=Fal
         y1 = y0 + 1
     palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"]
     out.append(f'<rect x="{pl}" y="{pt}" width="{w}" height="{h}" fill="none" stroke="#ccc"/>')
-    for i, (name, (x, y)) in enumerate(zip(series, pts)):
+    for i, (name, (x, y)) in enumerate(zip(series, pts, strict=True)):
         px = pl + (x - x0) / (x1 - x0) * w
         py = pt + h - (tf(y) - y0) / (y1 - y0) * h
-        d = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py))
+        d = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(px, py, strict=True))
         out.append(f'<polyline fill="none" stroke="{palette[i % 5]}" stroke-width="1.5" points="{d}"/>')
         out.append(f'<text x="{pl + 6}" y="{pt + 12 + 12 * i}" class="tick" fill="{palette[i % 5]}">{_esc(name)}</text>')
     fmt = (lambda v: f"{10 ** v:.3g}") if logy else (lambda v: f"{v:.3g}")
@@ -252,7 +252,7 @@ def _add_windows(path: Path, examples: dict) -> None:
     import pyarrow.parquet as pq
 
     t = pq.read_table(path, columns=["feature", "rank", "start", "activation"]).to_pydict()
-    for f, rank, start, acts in zip(t["feature"], t["rank"], t["start"], t["activation"]):
+    for f, rank, start, acts in zip(t["feature"], t["rank"], t["start"], t["activation"], strict=True):
         ex = examples.get(int(f), [])
         if 0 <= int(rank) < len(ex):
             ex[int(rank)].append([int(start), _quant(acts, ex[int(rank)][2])])
@@ -287,14 +287,18 @@ def feature_cards(data: dict, level: float) -> dict:
     feats = data["features"]
     n = len(feats.get("feature", []))
     col = lambda c: feats.get(c, [""] * n)  # noqa: E731
+    by_motif: dict[str, list] = {}  # hits by BED label and by motif id (the label is "id_name")
+    for h in data.get("hits", []):
+        for key in {h[4], h[4].split("_", 1)[0]}:
+            by_motif.setdefault(key, []).append(h)
     cards = {}
     for i in range(n):
         f, match, motif = feats["feature"][i], col("logo_match")[i], col("motif")[i]
-        shown = {m for m in (motif, match) if m}
-        hits = [h for h in data.get("hits", []) if h[4] in shown or h[4].split("_", 1)[0] in shown]
         exs = data["examples"].get(int(f), [])
         spans = {(x[0],) + _window(x) for x in exs}
-        hits = [h for h in hits if any(h[0] == c and h[1] < hi and h[2] > lo for c, lo, hi in spans)]
+        hits = {tuple(h) for m in {motif, match} if m for h in by_motif.get(m, [])
+                if any(h[0] == c and h[1] < hi and h[2] > lo for c, lo, hi in spans)}
+        hits = [list(h) for h in sorted(hits)]
         cards[f] = {"h": [int(x) for x in col("histogram")[i].split(",") if x], "l": data["logos"]["features"].get(str(f)),
                     "m": match, "ml": data["logos"]["motifs"].get(match), "bm": motif, "bmn": col("motif_name")[i],
                     "bml": data["logos"]["motifs"].get(motif), "x": exs, "mh": hits,
