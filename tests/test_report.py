@@ -243,3 +243,49 @@ def test_table_shows_no_motif_for_a_non_significant_best_motif():
     assert [r[3:5] for r in rows] == [["MA1", "A"], ["none", ""], ["none", ""]]
     assert [r[7] for r in rows] == ["CDS(+)", "none", "none"]
     assert [r[6] for r in rows] == ["0.01", "0.6", "NA"]  # the q-values stay visible
+
+
+def test_motif_hits_kept_are_exactly_those_near_examples(tmp_path):
+    """The interval merge + binary search against a brute-force overlap test."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from genesae_fast.annotate.report import read_motif_hits
+
+    iv = st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 200), st.integers(1, 40))
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(iv, max_size=8), st.lists(iv, max_size=30))
+    def check(windows, hits):
+        examples = {0: [[c, s, 1.0, s, "A" * w, "9" * w] for c, s, w in windows]}
+        bed = tmp_path / "hits.bed"
+        bed.write_text("".join(f"{c}\t{s}\t{s + w}\tM{i}_X\t10\t+\n" for i, (c, s, w) in enumerate(hits)))
+        expected = sorted([c, s, s + w, "+", f"M{i}_X"] for i, (c, s, w) in enumerate(hits)
+                          if any(c == c2 and s < s2 + w2 and s + w > s2 for c2, s2, w2 in windows))
+        assert read_motif_hits(bed, examples) == expected
+
+    check()
+    assert read_motif_hits(tmp_path / "absent.bed", {}) == []
+
+
+def test_wider_activation_windows_and_genes_are_read(ann_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from genesae_fast.annotate.report import collect, read_genes
+
+    ann = tmp_path / "ann"
+    shutil.copytree(ann_dir, ann)
+    ex = pq.read_table(ann / "examples.parquet").to_pydict()
+    lo = [max(s - 200, 0) for s in ex["context_start"]]
+    acts = [[0.0] * 150 + [float(a)] + [0.0] * 249 for a in ex["activation"]]
+    pq.write_table(pa.table({"feature": ex["feature"], "rank": ex["rank"], "seq": ex["seq"], "start": lo,
+                             "end": [s + 400 for s in lo], "activation": acts}), ann / "example_windows.parquet")
+    data = collect(ann)
+    x = data["examples"][int(ex["feature"][0])][0]
+    assert x[6][0] == lo[0] and len(x[6][1]) == 400 and x[6][1][150] == "9" and set(x[6][1][:150]) == {"0"}
+    # hits of the wider windows are kept too
+    assert len(data["hits"]) > len(collect(ann_dir)["hits"])
+    genes = read_genes(ann / "genes.bed")
+    assert sum(map(len, genes.values())) == len((ann / "genes.bed").read_text().splitlines())
+    assert all(g[2] in "+-" and g[0] < g[1] for gs in genes.values() for g in gs)

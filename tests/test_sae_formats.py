@@ -336,7 +336,7 @@ def test_check_compatible_names_both_widths(tmp_path):
 def test_encodes_on_the_parameters_device_and_dtype(tmp_path):
     w = {k: v.double() for k, v in weights(14).items()}
     dl_folder(tmp_path / "t", "AutoEncoderTopK", w)
-    sae = load_any(tmp_path / "t", device="cpu")
-    assert next(sae.parameters()).dtype == torch.float64
+    sae = load_any(tmp_path / "t", device=None)  # TopKSAE.load's default spelling
+    assert next(sae.parameters()).dtype == torch.float64 and next(sae.parameters()).device.type == "cpu"
     x = inputs().numpy().astype(np.float32)
     close(codes(sae, torch.from_numpy(x)), ref_topk(w, torch.from_numpy(x), K), 1e-9)

@@ -73,6 +73,7 @@ def load_any(path, device="cpu"):
     The module is in eval mode.
     """
     fmt, folder = detect_format(path)
+    device = device or "cpu"  # TopKSAE.load's default spelling (device=None) works too
     if fmt == "genesae":
         from genesae_fast.sae import TopKSAE
 
