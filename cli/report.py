@@ -11,9 +11,12 @@ import click
               help="SAE folder for the training curves.  [default: the one recorded in ANN]")
 def report(ann, out, sae):
     """Write the HTML atlas of annotation folder ANN: a sortable, searchable feature table,
-    per-feature cards (logo beside the matched motif's logo, activation histogram, top
-    examples with the active bases highlighted) and summary plots. No server or network
-    is needed to view it: styles, script and figures are inline."""
+    per-feature cards (SVG logo beside the matched motif's logo, activation histogram, a
+    genome-browser view (igv.js) of the activation around the top examples beside gene
+    calls and motif hits, top examples with the active bases highlighted) and summary
+    plots. Motifs that are not significant (q >= 0.05) show as "none". REPORT#feature-12
+    opens feature 12's card. No server or network is needed to view it: styles, scripts
+    and figures are inline."""
     from genesae_fast.annotate.report import write_report
 
     path = write_report(ann, out, sae)
