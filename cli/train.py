@@ -121,7 +121,7 @@ SMALL_INT = click.IntRange(min=1, max=2**31 - 1)
 @click.option("--device", default=None, callback=check_device,
               help="torch device: cpu, cuda, cuda:N or mps.  [default: cuda if available, else cpu]")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads; fix it for bit-reproducible CPU runs.  "
+              help="torch CPU threads (speed only: the weights do not depend on it).  "
                    "[default: auto, the faster of 1 and all cores, re-measured every 2 minutes]")
 @click.option("--no-eval", is_flag=True, help="Skip the held-out evaluation (eval.json).")
 @click.option("--no-lm-loss", is_flag=True, help="Skip the LM loss check in the evaluation.")

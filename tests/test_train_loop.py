@@ -164,6 +164,19 @@ def test_fixed_threads_are_used_and_restored(tmp_path):
         _run(store, tmp_path / "b", threads=0)
 
 
+def test_thread_count_does_not_change_the_weights(tmp_path):
+    """What lets the tuner switch counts mid-run and resumes stay byte-identical: on CPU the
+    step's results do not depend on the thread count (torch 2.13, here 1 against 2 threads)."""
+    X, _ = planted_dictionary(4000, 64, 128, 3, seed=1)
+    store = str(write_store(X, tmp_path / "s.zarr", chunk_rows=400))
+    one = _weights(_run(store, tmp_path / "one", latents=256, k=8, batch_size=256, tokens=256 * 12,
+                        dead_tokens=256 * 3, threads=1))
+    two = _weights(_run(store, tmp_path / "two", latents=256, k=8, batch_size=256, tokens=256 * 12,
+                        dead_tokens=256 * 3, threads=2))
+    for name in one:
+        assert torch.equal(one[name], two[name]), name
+
+
 def test_fixed_thread_count_is_deterministic(tmp_path):
     """Same options and thread count: the same weights bit for bit (what resumes rely on)."""
     store, _, _ = _small_store(tmp_path)

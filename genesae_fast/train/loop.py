@@ -19,9 +19,10 @@ Held out: the last 1% of the store's chunks (at least one when there are two or 
 never trained on; ``eval.json`` reports FVU, L0 and dead fraction on them at the end.
 
 Checkpoints (``trainer_state.pt``) every ``checkpoint_tokens`` and on SIGINT/SIGTERM;
-calling again with the same arguments resumes, and on CPU with a fixed ``threads`` ends with
-the same weights as an uninterrupted run. On CPU the thread count is otherwise chosen by
-timing steps (:class:`genesae_fast.threads.ThreadTuner`). Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank reads its shard of
+calling again with the same arguments resumes, and on CPU ends with the same weights as
+an uninterrupted run. On CPU the thread count is chosen by timing steps
+(:class:`genesae_fast.threads.ThreadTuner`) unless ``threads`` pins it; it does not change the
+weights (tests/test_train_loop.py checks 1 against 2 threads). Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank reads its shard of
 the store and gradients are averaged by DDP: ``batch_size`` is per rank.
 """
 from __future__ import annotations
@@ -63,8 +64,7 @@ CONFIG_FILE = "config.json"
 
 @dataclass(frozen=True)
 class RunContext:
-    """Where and how a run executes; nothing here changes the trained weights
-    (except ``threads``, whose count can change float sums in the last bits)."""
+    """Where and how a run executes; nothing here changes the trained weights."""
 
     out: Path
     dev: torch.device
@@ -111,7 +111,7 @@ checkpoint_tokens, log_tokens
     threads : int, optional
         torch CPU threads; None on CPU times a few steps with 1 thread and with all cores,
         keeps the faster and re-measures every 2 minutes (:class:`genesae_fast.threads.ThreadTuner`).
-        A fixed count makes a CPU run bit-reproducible, resumes included.
+        The count does not change the weights (checked for 1 and 2 threads).
     evaluate, lm_loss : bool
         Held-out evaluation at the end; with it, the LM loss increase when the store's model loads.
     overwrite, progress : bool
