@@ -108,7 +108,7 @@ def test_encoder_fills_one_wave_at_4096_tokens(sms, n, k):
     assert plan.merge.constexprs["C_PAD"] >= plan.splits * k
 
 
-@pytest.mark.parametrize("row_blocks,n_tiles,sms", [(64, 512, 132), (64, 512, 108), (1, 4, 132), (1000, 512, 132)])
+@pytest.mark.parametrize(("row_blocks", "n_tiles", "sms"), [(64, 512, 132), (64, 512, 108), (1, 4, 132), (1000, 512, 132)])
 def test_encode_splits(row_blocks, n_tiles, sms):
     s = launch.encode_splits(row_blocks, n_tiles, sms)
     assert 1 <= s <= n_tiles

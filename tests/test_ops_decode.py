@@ -63,7 +63,7 @@ def check_decode(B, d, n, k, dtype, deterministic=False, seed=0, repeats=False):
     truth = reference_all(vals, idx, W, bd, grad, torch.float64)
     lowp = reference_all(vals, idx, W, bd, grad, dtype)
     got = [out.detach()] + [t.grad for t in leaves]
-    for name, g, t, lo in zip(("x_hat", "dvals", "dW_dec", "db_dec"), got, truth, lowp):
+    for name, g, t, lo in zip(("x_hat", "dvals", "dW_dec", "db_dec"), got, truth, lowp, strict=True):
         assert g is not None and g.dtype == dtype, name
         assert_close_to_truth(g, t, lo, ATOL[dtype], name)
 
@@ -72,7 +72,7 @@ GRID = [(B, d, n, k) for B in (0, 1, 7, 300) for d in (13,) for n in (64, 257, 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("B,d,n,k", GRID)
+@pytest.mark.parametrize(("B", "d", "n", "k"), GRID)
 def test_decode_torch_grid(B, d, n, k, dtype, monkeypatch):
     use(monkeypatch, "torch")
     check_decode(B, d, n, k, dtype)
@@ -88,7 +88,7 @@ TRITON_CASES = [
 ]
 
 
-@pytest.mark.parametrize("B,d,n,k,dtype,det", TRITON_CASES)
+@pytest.mark.parametrize(("B", "d", "n", "k", "dtype", "det"), TRITON_CASES)
 def test_decode_triton_cases(B, d, n, k, dtype, det, monkeypatch):
     use(monkeypatch, "triton")
     check_decode(B, d, n, k, dtype, deterministic=det)
