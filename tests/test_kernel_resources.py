@@ -140,6 +140,8 @@ def test_encode_plan_properties(B, n, k, sms, half, arch, forced):
     if forced:  # a forced count is met or exceeded (whole tiles per split), never halved
         assert min(forced, n_tiles) <= plan.splits <= 2 * forced
     else:
-        assert plan.split.programs >= min(sms, launch.cdiv(B, cx["BLOCK_B"]) * min(n_tiles, 64))
+        cap = min(n_tiles, 2048 // cx["K_PAD"])  # the merge's candidate budget caps the splits
+        assert plan.split.programs >= min(sms, launch.cdiv(B, cx["BLOCK_B"]) * cap)
+        assert plan.merge.constexprs["C_PAD"] <= 2048
     assert cx["K_PAD"] >= k and plan.merge.constexprs["C_PAD"] >= plan.splits * k
     assert plan.merge.constexprs["BLOCK_B"] * plan.merge.grid[0] >= B
