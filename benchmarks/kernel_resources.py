@@ -146,7 +146,7 @@ def _source(launch: Launch):
     fn = getattr(importlib.import_module(f"genesae_fast.kernels.{launch.module}"), launch.kernel)
     pointers, cx = dict(launch.pointers), dict(launch.constexprs)
     sig, attrs = {}, {}
-    for i, (name, param) in enumerate(zip(fn.arg_names, fn.params)):
+    for i, (name, param) in enumerate(zip(fn.arg_names, fn.params, strict=True)):
         if param.is_constexpr:
             sig[name] = "constexpr"
         elif name in pointers:

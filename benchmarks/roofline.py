@@ -73,7 +73,7 @@ def table() -> str:
         tot = [0.0, 0.0, 0.0]
         for op in o:
             t = [implied_us(*o[op]), implied_us(*oc[op]), implied_us(*dn[op])]
-            tot = [a + b for a, b in zip(tot, t)]
+            tot = [a + b for a, b in zip(tot, t, strict=True)]
             lines.append(
                 f"| {d} | {n} | {k} | {op} | {o[op][0] / 1e9:.1f} | {o[op][1] / 1e6:.0f} | {t[0]:.0f} | {t[1]:.0f} | "
                 f"{dn[op][0] / 1e9:.1f} | {dn[op][1] / 1e6:.0f} | {t[2]:.0f} | {t[2] / t[0]:.1f}-{t[2] / t[1]:.1f}x |"

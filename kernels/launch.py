@@ -128,8 +128,13 @@ def encode_plan(B: int, n: int, d: int, k: int, half: bool, dev: DeviceSpec, spl
     k_pad = next_power_of_2(k)
     row_blocks = cdiv(B, block_b)
     n_tiles = cdiv(n, block_n)
-    s = splits or encode_splits(row_blocks, n_tiles, dev.sm_count)
-    split_len = cdiv(n_tiles, s) * block_n  # whole tiles per split
+    # at most 2048 candidates per row, so the merge's bitonic top-k stays small (few rows,
+    # e.g. inference on a handful of tokens, would otherwise ask for one split per tile)
+    s = splits or encode_splits(row_blocks, n_tiles, dev.sm_count, max_splits=max(1, 2048 // k_pad))
+    tiles = cdiv(n_tiles, s)  # whole tiles per split
+    if cdiv(n_tiles, tiles) < s:  # rounding up lost splits (e.g. 4 tiles in 3): round down
+        tiles = max(1, n_tiles // s)
+    split_len = tiles * block_n
     s = cdiv(n, split_len)
     split = KernelPlan(
         (row_blocks, s),

@@ -108,7 +108,7 @@ def test_encoder_fills_one_wave_at_4096_tokens(sms, n, k):
     assert plan.merge.constexprs["C_PAD"] >= plan.splits * k
 
 
-@pytest.mark.parametrize("row_blocks,n_tiles,sms", [(64, 512, 132), (64, 512, 108), (1, 4, 132), (1000, 512, 132)])
+@pytest.mark.parametrize(("row_blocks", "n_tiles", "sms"), [(64, 512, 132), (64, 512, 108), (1, 4, 132), (1000, 512, 132)])
 def test_encode_splits(row_blocks, n_tiles, sms):
     s = launch.encode_splits(row_blocks, n_tiles, sms)
     assert 1 <= s <= n_tiles
@@ -116,3 +116,32 @@ def test_encode_splits(row_blocks, n_tiles, sms):
         assert row_blocks * s >= sms
     else:  # not enough work for a wave: one split per tile
         assert s == n_tiles
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    B=st.integers(1, 70000), n=st.integers(1, 300000), k=st.integers(1, launch.FUSED_MAX_K),
+    sms=st.integers(1, 200), half=st.booleans(), arch=st.sampled_from([80, 86, 89, 90]),
+    forced=st.integers(0, 100),
+)
+def test_encode_plan_properties(B, n, k, sms, half, arch, forced):
+    """Any shape: every latent in exactly one split, a wave when there is work for one, merge fits."""
+    k = min(k, n)
+    plan = launch.encode_plan(B, n, 64, k, half, launch.DeviceSpec(sms, arch), splits=forced)
+    cx = plan.split.constexprs
+    n_tiles = launch.cdiv(n, cx["BLOCK_N"])
+    assert plan.split_len % cx["BLOCK_N"] == 0
+    assert (plan.splits - 1) * plan.split_len < n <= plan.splits * plan.split_len
+    assert plan.split.grid == (launch.cdiv(B, cx["BLOCK_B"]), plan.splits)
+    if forced:  # a forced count is met or exceeded (whole tiles per split), never halved
+        assert min(forced, n_tiles) <= plan.splits <= 2 * forced
+    else:
+        cap = min(n_tiles, 2048 // cx["K_PAD"])  # the merge's candidate budget caps the splits
+        assert plan.split.programs >= min(sms, launch.cdiv(B, cx["BLOCK_B"]) * cap)
+        assert plan.merge.constexprs["C_PAD"] <= 2048
+    assert cx["K_PAD"] >= k and plan.merge.constexprs["C_PAD"] >= plan.splits * k
+    assert plan.merge.constexprs["BLOCK_B"] * plan.merge.grid[0] >= B

@@ -21,7 +21,7 @@ def inputs(B=4, d=6, n=16, dtype=torch.float32):
 
 
 @pytest.mark.parametrize(
-    "mutate, error, message",
+    ("mutate", "error", "message"),
     [
         (lambda a: {**a, "x": a["x"][:, :5]}, ValueError, "x has 5 features"),
         (lambda a: {**a, "x": a["x"][0]}, ValueError, "x must be 2-D"),
@@ -45,7 +45,7 @@ def test_encode_rejects_bad_input(mutate, error, message):
 
 
 @pytest.mark.parametrize(
-    "mutate, error, message",
+    ("mutate", "error", "message"),
     [
         (lambda a: {**a, "idx": a["idx"].int()}, TypeError, "idx must be an int64"),
         (lambda a: {**a, "idx": a["idx"][:, :2]}, ValueError, "idx has shape"),
@@ -132,7 +132,7 @@ def test_compile_fullgraph(monkeypatch):
     comp_loss = compiled(sae, x)
     comp_loss.backward()
     torch.testing.assert_close(comp_loss, eager_loss)
-    for p, g in zip(sae.parameters(), eager_grads):
+    for p, g in zip(sae.parameters(), eager_grads, strict=True):
         torch.testing.assert_close(p.grad, g)
 
 

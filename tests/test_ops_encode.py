@@ -81,10 +81,6 @@ def run_case(B, d, n, k, dtype, seed=0, integer=False, mask=None):
     vals, idx = ops.topk_encode(x, W, b, k, bd, latent_mask=mask)
     assert vals.dtype == dtype
     p = pre64(x, W, b, bd)
-    if mask is not None:
-        p_masked = p.masked_fill(~mask, float("-inf"))
-    else:
-        p_masked = p
     k_eff = min(k, n if mask is None else int(mask.sum()))
     # values: the sorted kept values against the float64 truth, tie-proof
     truth = topk_encode_reference(*(t.double() for t in (x, W, b)), k, bd.double(), mask)[0]
@@ -105,7 +101,7 @@ GRID = [(B, d, n, k) for B in (0, 1, 7, 300) for d in (13,) for n in (64, 257, 1
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("B,d,n,k", GRID)
+@pytest.mark.parametrize(("B", "d", "n", "k"), GRID)
 def test_encode_torch_grid(B, d, n, k, dtype, monkeypatch):
     use(monkeypatch, "torch")
     run_case(B, d, n, k, dtype)
@@ -125,7 +121,7 @@ TRITON_CASES = [
 ]
 
 
-@pytest.mark.parametrize("B,d,n,k,dtype", TRITON_CASES)
+@pytest.mark.parametrize(("B", "d", "n", "k", "dtype"), TRITON_CASES)
 def test_encode_triton_cases(B, d, n, k, dtype, monkeypatch):
     use(monkeypatch, "triton")
     run_case(B, d, n, k, dtype)
@@ -184,20 +180,20 @@ def check_encode_grads(B, d, n, k, dtype, deterministic=False, seed=0):
     gate = vals.detach() > 0
     truth = grads_gathered(x, W, b, bd, idx, gate, grad_out, torch.float64)
     lowp = grads_gathered(x, W, b, bd, idx, gate, grad_out, dtype)
-    for name, leaf, t, lo in zip(("x", "W_enc", "b_enc", "b_dec"), leaves, truth, lowp):
+    for name, leaf, t, lo in zip(("x", "W_enc", "b_enc", "b_dec"), leaves, truth, lowp, strict=True):
         assert leaf.grad is not None and leaf.grad.dtype == dtype, name
         assert_close_to_truth(leaf.grad, t, lo, ATOL[dtype], f"d{name}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("B,n,k", [(0, 64, 8), (1, 64, 1), (7, 257, 8), (300, 64, 64), (300, 1024, 8)])
+@pytest.mark.parametrize(("B", "n", "k"), [(0, 64, 8), (1, 64, 1), (7, 257, 8), (300, 64, 64), (300, 1024, 8)])
 def test_encode_grads_torch(B, n, k, dtype, monkeypatch):
     use(monkeypatch, "torch")
     check_encode_grads(B, 13, n, k, dtype)
 
 
 @pytest.mark.parametrize(
-    "B,n,k,dtype,det",
+    ("B", "n", "k", "dtype", "det"),
     [
         (0, 64, 8, torch.float32, False),
         (7, 64, 1, torch.float32, True),
@@ -238,7 +234,7 @@ def tie_broken_topk(pre, k):
     return torch.topk(rank, k, dim=1).indices
 
 
-@pytest.mark.parametrize("B,d,n,k,dtype", [(7, 13, 257, 8, torch.float32), (9, 6, 200, 16, torch.bfloat16), (2, 5, 64, 1, torch.float32)])
+@pytest.mark.parametrize(("B", "d", "n", "k", "dtype"), [(7, 13, 257, 8, torch.float32), (9, 6, 200, 16, torch.bfloat16), (2, 5, 64, 1, torch.float32)])
 def test_split_count_does_not_change_the_result(B, d, n, k, dtype):
     """Any latent split (1 up to one per tile) gives bit-identical vals and the same idx."""
     from genesae_fast.kernels import topk_encode as te
@@ -247,7 +243,7 @@ def test_split_count_does_not_change_the_result(B, d, n, k, dtype):
     outs = [te.topk_encode(x, W, b, k, splits=s) for s in (1, 2, 3, 64)]
     by_latent = lambda v, i: (i.sort(1).values, v.gather(1, i.argsort(1)))  # noqa: E731
     for v, i in outs[1:]:
-        for got, want in zip(by_latent(v, i), by_latent(*outs[0])):
+        for got, want in zip(by_latent(v, i), by_latent(*outs[0]), strict=True):
             assert torch.equal(got, want)
     # ties (integer data) are broken by the larger latent: the same set as the total order
     want = tie_broken_topk(x.double() @ W.double().T + b.double(), k)
