@@ -22,8 +22,10 @@ from genesae_fast.sequences import Record
 MAX_K = 31
 MAX_COUNT = 2**64 - 1
 # Memory the budget keeps back for what the counter does not account: the interpreter's
-# growth, allocator slack, the formatted rows waiting to be written.
+# growth, allocator slack and huge-page rounding, the formatted rows waiting to be written
+# (a fixed part plus 1/16 of the budget; peak RSS came within 1% of 300M without the latter).
 _RESERVE = 24 << 20
+_RESERVE_FRACTION = 16
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -84,7 +86,7 @@ def _working_memory(memory: int | str | None) -> int:
     if memory is None:
         return 0
     budget = parse_memory(memory)
-    work = budget - resident_bytes() - _RESERVE
+    work = budget - resident_bytes() - _RESERVE - budget // _RESERVE_FRACTION
     if work < (8 << 20):
         raise InputError(
             f"--memory {memory}: too small, this process already uses {resident_bytes() / 2**20:.0f} MiB "
