@@ -140,7 +140,8 @@ def scale_rows(copies_list: list[int], k: int, memory: str, threads: int) -> lis
                 jf = Path(tmp) / "c.jf"
                 t = timed([JELLYFISH, "count", "-C", "-m", str(k), "-s", "100M", "-t", str(threads), "-o", str(jf),
                            str(fasta)])
-                rows.append(f"| {bp / 1e6:.1f} | jellyfish count | {t['wall_s']:.2f} | {t['rss_mib']:.0f} | {t['cpu']} |")
+                label = "jellyfish count"
+                rows.append(f"| {bp / 1e6:.1f} | {label} | {t['wall_s']:.2f} | {t['rss_mib']:.0f} | {t['cpu']} |")
     return rows
 
 
@@ -159,10 +160,10 @@ def cpu_speed_rows(ks: list[int], repeats: int = 9) -> list[str]:
 
     rows = []
     for k in ks:
-        runs = [("genesae (auto)", lambda: count_kmers(GENOME, k, canonical=True, threads=1))]
+        runs = [("genesae (auto)", lambda k=k: count_kmers(GENOME, k, canonical=True, threads=1))]
         if k <= 13:
-            runs.append(("genesae dense", lambda: count_kmers(GENOME, k, canonical=True, threads=1, method="dense")))
-            runs.append(("numpy reference", lambda: numpy_canonical_counts(GENOME[0].codes, k)))
+            runs.append(("genesae dense", lambda k=k: count_kmers(GENOME, k, canonical=True, method="dense")))
+            runs.append(("numpy reference", lambda k=k: numpy_canonical_counts(GENOME[0].codes, k)))
         for label, fn in runs:
             best, median = speeds(fn)
             rows.append(f"| {k} | {label} | {best:.1f} | {median:.1f} |")
