@@ -95,6 +95,17 @@ def _working_memory(memory: int | str | None) -> int:
     return work
 
 
+def _spill_folder(spill_dir: str | os.PathLike | None) -> tempfile.TemporaryDirectory:
+    """A fresh temporary folder for spill files under ``spill_dir`` (removed when closed)."""
+    if spill_dir is not None and not os.path.isdir(spill_dir):
+        raise InputError(f"--tmp-dir {spill_dir}: no such folder")
+    try:
+        return tempfile.TemporaryDirectory(prefix="genesae-kmers-", dir=spill_dir)
+    except OSError as exc:
+        where = spill_dir or tempfile.gettempdir()
+        raise InputError(f"--tmp-dir {where}: cannot create a spill folder ({exc.strerror})") from None
+
+
 def count_kmers_into(
     records: Sequence[Record | np.ndarray],
     k: int,
@@ -131,9 +142,7 @@ def count_kmers_into(
     _check(k, threads, min_count, method)
     arrays = _code_arrays(records)
     work = int(working_memory) if working_memory is not None else _working_memory(memory)
-    if spill_dir is not None and not os.path.isdir(spill_dir):
-        raise InputError(f"--tmp-dir {spill_dir}: no such folder")
-    with tempfile.TemporaryDirectory(prefix="genesae-kmers-", dir=spill_dir) as tmp:
+    with _spill_folder(spill_dir) as tmp:
         try:
             return _native.count_kmers_stream(
                 arrays, int(k), bool(canonical), int(min_count), int(threads), method, work, tmp, sink

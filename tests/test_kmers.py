@@ -204,6 +204,13 @@ def test_parse_memory_refuses(text):
         parse_memory(text)
 
 
+def test_bad_spill_folder_is_one_line(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(InputError, match="--tmp-dir .*file: no such folder"):
+        count_kmers(records_of(["ACGTACGT"]), 3, spill_dir=not_a_folder)
+
+
 def test_budget_below_the_process_size_is_refused():
     with pytest.raises(InputError, match="--memory 1M: too small"):
         count_kmers(records_of(["ACGTACGT"]), 3, memory="1M")
