@@ -8,6 +8,11 @@ Scale (whole commands under /usr/bin/time -v: wall, peak RSS, CPU%; 1x, 5x, 10x 
 made of copies of the bundled genome with 3% random substitutions each):
 
     python benchmarks/bench_kmers.py --scale 1,5,10 --memory 300M
+
+Per-thread speed on a shared machine (process CPU time of 1-thread counts, best and median
+of 9, with the numpy reference timed the same way in the same run):
+
+    python benchmarks/bench_kmers.py --speed 11,13,21
 """
 from __future__ import annotations
 
@@ -135,20 +140,52 @@ def scale_rows(copies_list: list[int], k: int, memory: str, threads: int) -> lis
                 jf = Path(tmp) / "c.jf"
                 t = timed([JELLYFISH, "count", "-C", "-m", str(k), "-s", "100M", "-t", str(threads), "-o", str(jf),
                            str(fasta)])
-                rows.append(f"| {bp / 1e6:.1f} | jellyfish count | {t['wall_s']:.2f} | {t['rss_mib']:.0f} | {t['cpu']} |")
+                label = "jellyfish count"
+                rows.append(f"| {bp / 1e6:.1f} | {label} | {t['wall_s']:.2f} | {t['rss_mib']:.0f} | {t['cpu']} |")
+    return rows
+
+
+def cpu_speed_rows(ks: list[int], repeats: int = 9) -> list[str]:
+    """Markdown rows: Mbp per CPU-second of 1-thread canonical counts (best, median)."""
+    import time
+
+    def speeds(fn) -> tuple[float, float]:
+        times = []
+        for _ in range(repeats):
+            start = time.process_time()
+            fn()
+            times.append(time.process_time() - start)
+        times.sort()
+        return TOTAL_BP / times[0] / 1e6, TOTAL_BP / times[len(times) // 2] / 1e6
+
+    rows = []
+    for k in ks:
+        runs = [("genesae (auto)", lambda k=k: count_kmers(GENOME, k, canonical=True, threads=1))]
+        if k <= 13:
+            runs.append(("genesae dense", lambda k=k: count_kmers(GENOME, k, canonical=True, method="dense")))
+            runs.append(("numpy reference", lambda k=k: numpy_canonical_counts(GENOME[0].codes, k)))
+        for label, fn in runs:
+            best, median = speeds(fn)
+            rows.append(f"| {k} | {label} | {best:.1f} | {median:.1f} |")
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="1,5,10", help="genome copies, comma-separated")
+    parser.add_argument("--scale", default="", help="genome copies, comma-separated (e.g. 1,5,10)")
+    parser.add_argument("--speed", default="", help="k values for the per-thread CPU-time speed table")
     parser.add_argument("-k", type=int, default=21)
     parser.add_argument("--memory", default="300M")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    print("| Mbp | command | wall s | peak RSS MiB | CPU |\n|---|---|---|---|---|")
-    for row in scale_rows([int(c) for c in args.scale.split(",")], args.k, args.memory, args.threads):
-        print(row, flush=True)
+    if args.speed:
+        print("| k | counter | Mbp/CPU-s best | median |\n|---|---|---|---|")
+        for row in cpu_speed_rows([int(k) for k in args.speed.split(",")]):
+            print(row, flush=True)
+    if args.scale:
+        print("| Mbp | command | wall s | peak RSS MiB | CPU |\n|---|---|---|---|---|")
+        for row in scale_rows([int(c) for c in args.scale.split(",")], args.k, args.memory, args.threads):
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,10 @@ using u64 = std::uint64_t;
 // std::bad_alloc (set through _native._set_kmer_fault; -1 = off).
 std::atomic<long long> g_fault_segment{-1};
 
+// Inputs with at least this many bases are tallied in uint64 dense cells (a uint32 cell
+// could wrap). Lowered only by tests (_native._set_dense_wide_from) to reach that path.
+std::atomic<unsigned long long> g_dense_wide_from{0xffffffffULL};
+
 struct Sequence {
     const std::uint8_t* codes;
     std::size_t length;
@@ -666,7 +670,7 @@ void count_native(const std::vector<Sequence>& seqs, std::size_t total, const Op
                   const Sink& sink) {
     const auto segs = make_segments(seqs, o.k, static_cast<std::size_t>(effective_threads(o.threads)) * 8);
     if (dense) {
-        const bool wide = total >= 0xffffffffULL;  // a uint32 cell could wrap
+        const bool wide = total >= g_dense_wide_from.load();  // a uint32 cell could wrap
         if (canonical) {
             wide ? count_dense<true, u64>(segs, o, sink) : count_dense<true, std::uint32_t>(segs, o, sink);
         } else {
@@ -790,6 +794,8 @@ void bind_kmers(py::module_& m) {
           "Format packed k-mers and counts as 'KMER\\tCOUNT\\n' lines (no header).");
     m.def("_set_kmer_fault", [](long long segment) { g_fault_segment.store(segment); }, py::arg("segment"),
           "Test hook: the k-mer histogram worker that takes `segment` throws std::bad_alloc (-1 = off).");
+    m.def("_set_dense_wide_from", [](unsigned long long bases) { g_dense_wide_from.store(bases); }, py::arg("bases"),
+          "Test hook: inputs of at least `bases` bases use uint64 dense cells (default 2^32 - 1).");
 }
 
 }  // namespace genesae

@@ -60,6 +60,9 @@ def format_kmer_tsv(kmers: npt.ArrayLike, counts: npt.ArrayLike, k: int) -> byte
 def _set_kmer_fault(segment: int) -> None:
     """Test hook: the k-mer histogram worker taking ``segment`` throws std::bad_alloc (-1 = off)."""
 
+def _set_dense_wide_from(bases: int) -> None:
+    """Test hook: inputs of at least ``bases`` bases use uint64 dense cells (default 2^32 - 1)."""
+
 # --- csrc/scan.cpp ------------------------------------------------------------------------
 # Arguments after the documented ones are left open: the scanner's bindings are still growing.
 

@@ -22,8 +22,10 @@ from genesae_fast.sequences import Record
 MAX_K = 31
 MAX_COUNT = 2**64 - 1
 # Memory the budget keeps back for what the counter does not account: the interpreter's
-# growth, allocator slack, the formatted rows waiting to be written.
+# growth, allocator slack and huge-page rounding, the formatted rows waiting to be written
+# (a fixed part plus 1/16 of the budget; peak RSS came within 1% of 300M without the latter).
 _RESERVE = 24 << 20
+_RESERVE_FRACTION = 16
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -84,13 +86,24 @@ def _working_memory(memory: int | str | None) -> int:
     if memory is None:
         return 0
     budget = parse_memory(memory)
-    work = budget - resident_bytes() - _RESERVE
+    work = budget - resident_bytes() - _RESERVE - budget // _RESERVE_FRACTION
     if work < (8 << 20):
         raise InputError(
             f"--memory {memory}: too small, this process already uses {resident_bytes() / 2**20:.0f} MiB "
             f"(the input included); give at least {(budget - work + (8 << 20)) / 2**20:.0f}M"
         )
     return work
+
+
+def _spill_folder(spill_dir: str | os.PathLike | None) -> tempfile.TemporaryDirectory:
+    """A fresh temporary folder for spill files under ``spill_dir`` (removed when closed)."""
+    if spill_dir is not None and not os.path.isdir(spill_dir):
+        raise InputError(f"--tmp-dir {spill_dir}: no such folder")
+    try:
+        return tempfile.TemporaryDirectory(prefix="genesae-kmers-", dir=spill_dir)
+    except OSError as exc:
+        where = spill_dir or tempfile.gettempdir()
+        raise InputError(f"--tmp-dir {where}: cannot create a spill folder ({exc.strerror})") from None
 
 
 def count_kmers_into(
@@ -129,9 +142,7 @@ def count_kmers_into(
     _check(k, threads, min_count, method)
     arrays = _code_arrays(records)
     work = int(working_memory) if working_memory is not None else _working_memory(memory)
-    if spill_dir is not None and not os.path.isdir(spill_dir):
-        raise InputError(f"--tmp-dir {spill_dir}: no such folder")
-    with tempfile.TemporaryDirectory(prefix="genesae-kmers-", dir=spill_dir) as tmp:
+    with _spill_folder(spill_dir) as tmp:
         try:
             return _native.count_kmers_stream(
                 arrays, int(k), bool(canonical), int(min_count), int(threads), method, work, tmp, sink

@@ -31,7 +31,7 @@ def reference_counts(seqs: list[str], k: int, canonical: bool) -> Counter:
 
 
 def as_counter(kmers: np.ndarray, counts: np.ndarray, k: int) -> Counter:
-    return Counter(dict(zip(unpack(kmers, k), counts.tolist())))
+    return Counter(dict(zip(unpack(kmers, k), counts.tolist(), strict=True)))
 
 
 def random_sequences(rng, n_records=5, max_len=400, n_rate=0.02):
@@ -77,7 +77,7 @@ def test_counters_and_threads_agree_on_real_sequence(method, threads, canonical)
 def test_min_count_filters():
     recs = records_of(["AAAAAC", "AAC"])
     kmers, counts = count_kmers(recs, 2, min_count=2)
-    assert dict(zip(unpack(kmers, 2), counts.tolist())) == {"AA": 5, "AC": 2}
+    assert dict(zip(unpack(kmers, 2), counts.tolist(), strict=True)) == {"AA": 5, "AC": 2}
 
 
 @settings(max_examples=40, deadline=None)
@@ -93,7 +93,7 @@ def test_pack_unpack_round_trip():
         assert unpack(pack(word), len(word)) == word
 
 
-@pytest.mark.parametrize("kwargs, message", [
+@pytest.mark.parametrize(("kwargs", "message"), [
     ({"k": 0}, "k must be between 1 and 31"),
     ({"k": 32}, "k must be between 1 and 31"),
     ({"k": 5, "threads": 0}, "threads must be at least 1"),
@@ -161,7 +161,8 @@ def test_spilled_genome_equals_in_memory(tmp_path, k, threads):
 def test_one_repeated_kmer_over_the_budget():
     # 5,000 copies of one k-mer in a budget of 2 k-mers: counted without loading them.
     km, ct = count_kmers(records_of(["A" * 5020]), 21, working_memory=32)
-    assert unpack(km, 21) == ["A" * 21] and ct.tolist() == [5000]
+    assert unpack(km, 21) == ["A" * 21]
+    assert ct.tolist() == [5000]
 
 
 def test_streamed_rows_come_in_order_and_pieces():
@@ -171,7 +172,8 @@ def test_streamed_rows_come_in_order_and_pieces():
     pieces: list[np.ndarray] = []
     rows = count_kmers_into([genome], 21, lambda km, ct: pieces.append(km.copy()), working_memory=1 << 20)
     joined = np.concatenate(pieces)
-    assert rows == len(joined) and len(pieces) > 1
+    assert rows == len(joined)
+    assert len(pieces) > 1
     assert np.all(joined[1:] > joined[:-1])
     np.testing.assert_array_equal(joined, count_kmers([genome], 21)[0])
 
@@ -186,7 +188,7 @@ def test_dense_and_auto_agree_under_a_budget():
         np.testing.assert_array_equal(ct, base[1])
 
 
-@pytest.mark.parametrize("text, size", [("300M", 300 << 20), ("2g", 2 << 30), ("1.5K", 1536), ("4096", 4096),
+@pytest.mark.parametrize(("text", "size"), [("300M", 300 << 20), ("2g", 2 << 30), ("1.5K", 1536), ("4096", 4096),
                                          ("64MiB", 64 << 20), ("10 MB", 10 << 20)])
 def test_parse_memory(text, size):
     from genesae_fast.kmers import parse_memory
@@ -200,6 +202,13 @@ def test_parse_memory_refuses(text):
 
     with pytest.raises(InputError, match="--memory"):
         parse_memory(text)
+
+
+def test_bad_spill_folder_is_one_line(tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(InputError, match="--tmp-dir .*file: no such folder"):
+        count_kmers(records_of(["ACGTACGT"]), 3, spill_dir=not_a_folder)
 
 
 def test_budget_below_the_process_size_is_refused():
@@ -226,6 +235,23 @@ def test_worker_exception_becomes_python_exception():
     assert int(ct.sum()) == 200_000 - 14
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dense_uint64_cells_equal_uint32_cells(threads):
+    # Inputs of 2^32 bases and more are tallied in uint64 cells; lower the switch to test them.
+    from genesae_fast import _native
+
+    genome = read_fasta(data.genome_path())[0].codes[:200_000]
+    narrow = count_kmers([genome], 8, canonical=True, method="dense", threads=threads)
+    _native._set_dense_wide_from(1)
+    try:
+        wide = count_kmers([genome], 8, canonical=True, method="dense", threads=threads)
+    finally:
+        _native._set_dense_wide_from(2**32 - 1)
+    np.testing.assert_array_equal(wide[0], narrow[0])
+    np.testing.assert_array_equal(wide[1], narrow[1])
+    assert int(wide[1].sum()) == 200_000 - 7
+
+
 def test_huge_thread_count_is_capped():
     recs = records_of(["ACGTTGCAAC" * 50])
     base = count_kmers(recs, 5)
@@ -237,7 +263,8 @@ def test_huge_thread_count_is_capped():
 
 def test_min_count_at_the_uint64_limit():
     km, ct = count_kmers(records_of(["ACGTACGT"]), 3, min_count=2**64 - 1)
-    assert len(km) == 0 and len(ct) == 0
+    assert len(km) == 0
+    assert len(ct) == 0
     with pytest.raises(InputError, match="min-count"):
         count_kmers(records_of(["ACGT"]), 3, min_count=2**64)
 
@@ -269,16 +296,18 @@ def test_cli_budgeted_output_equals_unbudgeted(tmp_path, small_genome):
     r1 = run_cli(["kmers", "--genome", str(small_genome), "-k", "17", "--canonical", "-o", str(free)])
     r2 = run_cli(["kmers", "--genome", str(small_genome), "-k", "17", "--canonical", "--memory", "8G",
                   "--threads", "100000", "-o", str(tight)])
-    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    assert r1.exit_code == 0, r1.output
+    assert r2.exit_code == 0, r2.output
     assert free.read_bytes() == tight.read_bytes()
     recs = read_fasta(small_genome)
     km, ct = count_kmers(recs, 17, canonical=True)
     lines = free.read_text().splitlines()
-    assert lines[0] == "kmer\tcount" and len(lines) == len(km) + 1
+    assert lines[0] == "kmer\tcount"
+    assert len(lines) == len(km) + 1
     assert lines[1] == f"{unpack(int(km[0]), 17)}\t{ct[0]}"
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(("args", "message"), [
     (["--min-count", "99999999999999999999"], "--min-count"),
     (["-o", "/nonexistent-folder/x.tsv"], "does not exist"),
     (["--memory", "lots"], "--memory"),
@@ -306,4 +335,4 @@ def test_cli_writes_through_a_fifo(tmp_path, small_genome):
     assert result.exit_code == 0, result.output
     assert fifo.is_fifo(), "the FIFO must not be replaced by a regular file"
     km, ct = count_kmers(read_fasta(small_genome), 4)
-    assert got[0].decode().splitlines()[1:] == [f"{w}\t{c}" for w, c in zip(unpack(km, 4), ct.tolist())]
+    assert got[0].decode().splitlines()[1:] == [f"{w}\t{c}" for w, c in zip(unpack(km, 4), ct.tolist(), strict=True)]

@@ -39,4 +39,5 @@ def test_stub_is_package_data():
 
     config = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     patterns = config["tool"]["setuptools"]["package-data"]["genesae_fast"]
-    assert "*.pyi" in patterns and "py.typed" in patterns
+    assert "*.pyi" in patterns
+    assert "py.typed" in patterns

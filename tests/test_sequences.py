@@ -59,13 +59,15 @@ def test_edge_cases_of_the_format():
     assert recs[3].description == "spaced   description"
     np.testing.assert_array_equal(recs[0].codes, reference_codes("ACGTacgtNNnnRYKM-"))
     assert recs[0].softmask.tolist() == [False] * 4 + [True] * 4 + [False] * 2 + [True] * 2 + [False] * 5
-    assert len(recs[1]) == 0 and recs[1].softmask.dtype == bool
+    assert len(recs[1]) == 0
+    assert recs[1].softmask.dtype == bool
     np.testing.assert_array_equal(recs[2].codes, reference_codes("ACGTA"))
-    assert recs[3].softmask.all() and recs[3].sequence == "TTTTT"
+    assert recs[3].softmask.all()
+    assert recs[3].sequence == "TTTTT"
 
 
 @pytest.mark.parametrize(
-    "text, line, problem",
+    ("text", "line", "problem"),
     [
         (b">ok\nACGT\nAC@@@GT\n", 3, "invalid character '@'"),
         (b">ok\r\nACGT\r\nAC1T\r\n", 3, "invalid character '1'"),
@@ -104,7 +106,8 @@ def test_encode_decode_reverse_complement():
 def test_summary():
     recs = parse_fasta_bytes(b">a\nGGccNN\n>b\nAT\n", "x")
     s = summarize(recs)
-    assert s["records"] == 2 and s["total_bp"] == 8
+    assert s["records"] == 2
+    assert s["total_bp"] == 8
     assert s["gc_fraction"] == pytest.approx(4 / 6)
     assert s["n_fraction"] == pytest.approx(2 / 8)
     assert s["softmasked_fraction"] == pytest.approx(2 / 8)
@@ -139,15 +142,16 @@ def test_round_trip(tmp_path_factory, records, width, newline, compression):
     path.write_bytes(raw)
     parsed = read_fasta(path)
     assert len(parsed) == len(records)
-    for rec, (name, desc, seq) in zip(parsed, records):
-        assert rec.name == name and rec.description == desc.strip()
+    for rec, (name, desc, seq) in zip(parsed, records, strict=True):
+        assert rec.name == name
+        assert rec.description == desc.strip()
         np.testing.assert_array_equal(rec.codes, reference_codes(seq))
         assert rec.softmask.tolist() == [c.islower() for c in seq]
     # write_fasta -> read_fasta is the identity on codes and soft-mask.
     out = path.with_suffix(".out.fa.gz")
     write_fasta(parsed, out, width=width)
     again = read_fasta(out)
-    for a, b in zip(parsed, again):
+    for a, b in zip(parsed, again, strict=True):
         assert (a.name, a.description) == (b.name, b.description)
         np.testing.assert_array_equal(a.codes, b.codes)
         np.testing.assert_array_equal(a.softmask, b.softmask)
@@ -164,7 +168,7 @@ def test_encode_reversed_memoryview_large():
     np.testing.assert_array_equal(np.bincount(codes), [1 << 22] * 4)
 
 
-@pytest.mark.parametrize("make, expected", [
+@pytest.mark.parametrize(("make", "expected"), [
     (lambda: np.frombuffer(b"ACGTACGT", np.uint8)[::2], "AGAG"),
     (lambda: np.frombuffer(b"ACGTACGT", np.uint8)[::-3], "TAC"),
     (lambda: memoryview(b"ACGTNacgt")[1::3], "CNG"),
@@ -182,7 +186,7 @@ def test_encode_small_strided_view_gives_every_other_base():
     assert encode(np.frombuffer(b"ACGTACGT", np.uint8)[::2]).tolist() == [0, 2, 0, 2]
 
 
-@pytest.mark.parametrize("value, message", [
+@pytest.mark.parametrize(("value", "message"), [
     (np.array([65, 67], dtype=np.int32), "int32 array"),
     (np.array([65.0, 67.0]), "float64 array"),
     (memoryview(np.array([65, 67], dtype=np.int32)), "format 'i'"),
