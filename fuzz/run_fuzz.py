@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         return 0
     import fuzz_targets as ft
 
-    names = [n for n in a.targets.split(",") if n] or list(ft.targets())
+    names = [n for n in a.targets.split(",") if n] or list(ft.targets(wide=True))
     results = run_parent(names, a.examples, a.seed, a.timeout)
     for r in results:
         for f in r["failures"]:

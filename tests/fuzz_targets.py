@@ -8,6 +8,7 @@ parser may have: a result that matches a plain reference (or round-trips), or an
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gzip
 import json
@@ -32,6 +33,7 @@ NASTY_TOKENS = ["nan", "NaN", "inf", "-inf", "Infinity", "1e308", "1e309", "-1",
                 "?", "X", "1,5", "1.5.2", "e5", "5e", "0.25", "100", "1e30"]
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="genesae-fuzz-"))
+atexit.register(shutil.rmtree, _SCRATCH, True)
 
 
 def scratch(name: str) -> Path:

@@ -46,8 +46,6 @@ def _refused(result, option, piece):
     ("--seed", "-1", "--seed"),
     ("--seed", str(2**64), "--seed"),
     ("--device", "garbage", "is not a torch device"),
-    ("--device", "cuda:7", "cuda:7"),
-    ("--device", "cuda", "no CUDA GPU"),
     ("--device", "xla", "expected cpu, cuda, cuda:N or mps"),
 ])
 def test_bad_options_refused(tmp_path, option, value, piece):
@@ -69,3 +67,19 @@ def test_good_options_reach_the_store(tmp_path, option, value):
                                         ("999999999999999", 999_999_999_999_999)])
 def test_count_values_are_exact(text, want):
     assert COUNT.convert(text, None, None) == want
+
+
+@pytest.mark.parametrize("gpus", [0, 2])
+def test_cuda_devices_checked_against_the_machine(tmp_path, monkeypatch, gpus):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    for value in ("cuda", "cuda:0", "cuda:1", "cuda:7"):
+        result, missing = _train(tmp_path, "--device", value)
+        if gpus == 0:
+            _refused(result, "--device", "no CUDA GPU is available")
+        elif value == "cuda:7":
+            _refused(result, "--device", "this machine has 2 CUDA GPU(s) (cuda:0 to cuda:1)")
+        else:
+            assert result.output.strip() == f"Error: {missing}: no such store", result.output

@@ -352,3 +352,17 @@ def test_check_finite_matches_numpy(dtype):
         assert check_finite(stored, dtype) == bool(np.isfinite(stored_to_float32(stored, dtype)).all())
     big = np.array([[65504.0, -65504.0]], np.float32)  # float16's largest finite values
     assert check_finite(to_stored(big, "float16"), "float16")
+
+
+def test_info_verify_names_the_chunk_whose_record_sums_were_edited(tmp_path):
+    path = _make(tmp_path / "s.zarr", coords=False)
+    _edit_record(path, 2, lambda r: r["sum"].__setitem__(3, r["sum"][3] + 1.0))
+    with pytest.raises(InputError, match="do not match the chunks' commit records"):
+        ActivationStore.open(path)  # training and annotation stop here
+    bad = CliRunner().invoke(cli, ["info", "--verify", str(path)])
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
+    assert "commit record of activation chunk 2 (_progress/chunk-000000002.json): sums do not match" in bad.output
+    _make(tmp_path / "t.zarr", coords=False)
+    _edit_attrs(tmp_path / "t.zarr", lambda a: a["stats"].update(norm_scale=a["stats"]["norm_scale"] * 2))
+    bad = CliRunner().invoke(cli, ["info", "--verify", str(tmp_path / "t.zarr")])  # only the stats were edited
+    assert bad.exit_code == 2 and "verification failed: store statistics (mean, norm_scale) do not match" in bad.output

@@ -15,6 +15,7 @@ from genesae_fast.store.records import (
     check_chunk_record,
     check_coords_record,
     chunk_key,
+    chunk_stats,
     crc32,
     parse_record,
 )
@@ -56,6 +57,8 @@ class ActivationStore:
         self._fast = backend.local and self._is_raw(self._acts)
         self._crcs: dict[int, int] | None = None
         self._coord_crcs: dict[str, list[int]] | None = None
+        self._records: dict[int, dict] = {}
+        self._stats_problem: str | None = None  # set by open(stats_must_match=False)
         self._coords_cache: dict[str, np.ndarray] = {}
         self._resident: dict = {}
         self._last_chunk: tuple[int, np.ndarray] | None = None
@@ -63,7 +66,8 @@ class ActivationStore:
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
-    def open(cls, path, verify: bool = True, allow_partial: bool = False) -> "ActivationStore":
+    def open(cls, path, verify: bool = True, allow_partial: bool = False, *,
+             stats_must_match: bool = True) -> "ActivationStore":
         """Open a store for reading.
 
         Attributes, statistics and commit records are validated here (a record's column
@@ -80,6 +84,9 @@ class ActivationStore:
         allow_partial : bool
             Open an extraction that has not finished (uncommitted rows read as NaN,
             unverified).
+        stats_must_match : bool
+            Refuse statistics that differ from what the commit records fold to (False:
+            leave it to :meth:`verify`, which names the chunk whose record was edited).
 
         Raises
         ------
@@ -106,7 +113,7 @@ class ActivationStore:
             )
         store = cls(backend, group, attrs, verify=verify)
         store._check_arrays()
-        store._load_records()
+        store._load_records(stats_must_match)
         return store
 
     def _array(self, name: str):
@@ -134,7 +141,7 @@ class ActivationStore:
                     raise InputError(f"{self.path}: coordinate array '{name}' has shape {tuple(arr.shape)}, "
                                      f"chunks {tuple(arr.chunks)}; expected ({self.n_rows},), ({self.chunk_rows},)")
 
-    def _load_records(self) -> None:
+    def _load_records(self, stats_must_match: bool = True) -> None:
         """Validate every commit record (all must exist in a complete store) and check
         the statistics against them; keeps the chunks' CRC-32s for verified reads."""
         config = self.attrs.get("config")
@@ -149,9 +156,15 @@ class ActivationStore:
             crcs[k] = rec["crc32"]
             records.append(rec)
         self._crcs = crcs
+        self._records = {r["chunk"]: r for r in records}
         if self.complete:
             self.mean, self.norm_scale = check_stats(self.attrs.get("stats"), self.n_rows, self.d, self.path)
-            check_stats_match_records(self.mean, self.norm_scale, records, self.d, self.path)
+            try:
+                check_stats_match_records(self.mean, self.norm_scale, records, self.d, self.path)
+            except InputError as exc:
+                if stats_must_match:
+                    raise
+                self._stats_problem = str(exc).removeprefix(f"{self.path}: ")
             if self.has_coordinates:
                 self._coord_crcs = check_coords_record(self._backend.read_bytes(COORDS_KEY), layout.COORDINATES,
                                                        self.n_chunks, config=config, source=self.path)
@@ -280,7 +293,8 @@ class ActivationStore:
         ------
         InputError
             One line listing every bad chunk (CRC-32 mismatch, NaN/inf values, missing or
-            truncated file) and damaged coordinates.
+            truncated file, a record whose sums are not the chunk's) and damaged
+            coordinates.
         """
         buf = np.empty((self.chunk_rows, self.d), dtype=self._stored_dtype)
         ks = list(range(self.n_chunks) if chunks is None else chunks)
@@ -293,12 +307,23 @@ class ActivationStore:
                 continue
             if not check_finite(data, self.dtype):
                 bad.append(f"activation chunk {k} holds NaN or infinite values")
+            elif k in self._records and not self._sums_match(k, data):
+                bad.append(f"commit record of activation chunk {k} ({chunk_key(k)}): sums do not match the chunk")
         if self.has_coordinates and ks:
             bad += self._verify_coordinates(ks)
+        if self._stats_problem and not bad:
+            bad.append(self._stats_problem)
         if bad:
             shown = "; ".join(bad[:5]) + (f"; ... ({len(bad)} problems in all)" if len(bad) > 5 else "")
             raise InputError(f"{self.path}: verification failed: {shown}")
         return len(ks)
+
+    def _sums_match(self, k: int, data: np.ndarray) -> bool:
+        """Whether chunk ``k``'s record holds the sums of ``data`` (the writer computed
+        them with the same function from the same bytes)."""
+        s1, s2 = chunk_stats(data, self.dtype)
+        rec = self._records[k]
+        return bool(np.allclose(s1, rec["sum"], rtol=1e-12, atol=1e-12) and np.isclose(s2, rec["sumsq"], rtol=1e-12))
 
     def _verify_coordinates(self, ks) -> list[str]:
         try:
@@ -531,7 +556,7 @@ def describe(path, verify: bool = False) -> dict:
     ``verify`` reads every committed chunk and checks it against its CRC-32 (InputError
     listing the bad ones); adds ``verified_chunks``.
     """
-    store = ActivationStore.open(path, allow_partial=True)
+    store = ActivationStore.open(path, allow_partial=True, stats_must_match=not verify)
     out = store.summary()
     if verify:
         out["verified_chunks"] = store.verify(store.committed_chunks())
