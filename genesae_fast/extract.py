@@ -47,15 +47,45 @@ def default_layer(model) -> int:
     return max(1, min(n, (n + 1) // 2))
 
 
+def stream_records(path):
+    """The records of a FASTA file (plain, gzip or BGZF) one at a time: memory holds one
+    record, never the genome. Yields ``sequences.Record``; errors name the file and the
+    line where the bad record starts."""
+    import gzip
+
+    from genesae_fast.sequences import parse_fasta_bytes, read_bytes
+
+    p = str(path)
+    if not os.path.isfile(p):
+        read_bytes(p)  # the usual one-line error: missing, a folder, no permission
+    with open(p, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+    lines, first, n, header = [], 1, 0, False
+    try:
+        with (gzip.open(p, "rb") if gz else open(p, "rb")) as fh:
+            for line in fh:
+                n += 1
+                if line.startswith(b">"):
+                    if header:  # lines before the first header stay with the first record
+                        yield from parse_fasta_bytes(b"".join(lines), f"{p} (record from line {first})")
+                        lines, first = [], n
+                    header = True
+                lines.append(line)
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{p}: corrupt or truncated gzip data ({exc})") from None
+    if lines:
+        yield from parse_fasta_bytes(b"".join(lines), f"{p} (record from line {first})")
+
+
 @dataclass
 class _Plan:
-    """Where each record's tokens go in the store. Only per-record numbers and the
-    sequences are kept: coordinates are produced record by record when written."""
+    """Where each record's tokens go in the store. Only per-record numbers are kept; the
+    sequences are streamed from the file again when needed (:class:`_Cursor`)."""
 
+    genome_path: str
     names: list
     lengths: list
     row_starts: np.ndarray  # [n_seq + 1]: rows of sequence i are [row_starts[i], row_starts[i+1])
-    sequences: list  # the sequence strings (only those with kept tokens are used)
 
     @property
     def n_rows(self) -> int:
@@ -66,52 +96,61 @@ class _Plan:
         return int(self.row_starts[i + 1] - self.row_starts[i])
 
 
-def _plan(records, model, max_tokens) -> _Plan:
+def _plan(genome_path, model, max_tokens) -> _Plan:
     """Count every record's tokens (tokenising, no model forward) and lay them out as rows."""
-    names, lengths, counts, seqs = [], [], [], []
+    names, lengths, counts = [], [], []
     budget = None if max_tokens is None else int(max_tokens)
-    for rec in records:
+    for rec in stream_records(genome_path):
         names.append(rec.name)
         lengths.append(len(rec))
-        text = rec.sequence
-        seqs.append(text)
-        if budget is not None and budget <= 0 or len(text) == 0:
+        if budget is not None and budget <= 0 or len(rec) == 0:
             counts.append(0)
             continue
-        n = len(model.tokenize(text).token_ids)
+        n = len(model.tokenize(rec.sequence).token_ids)
         n = n if budget is None else min(n, budget)
         if budget is not None:
             budget -= n
         counts.append(n)
     row_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return _Plan(names, lengths, row_starts, seqs)
+    return _Plan(str(genome_path), names, lengths, row_starts)
+
+
+class _Cursor:
+    """Sequence and token starts of one record at a time, read forward through the file
+    (records are visited in increasing order; going back restarts the stream)."""
+
+    def __init__(self, plan: _Plan, model):
+        self.plan, self.model = plan, model
+        self.i, self.seq, self.bp, self._it = -1, None, None, None
+
+    def sequence(self, i: int) -> str:
+        if i != self.i:
+            if self._it is None or i < self.i:
+                self._it, self.i = iter(stream_records(self.plan.genome_path)), -1
+            self.seq = self.bp = None  # release the previous record first
+            while self.i < i:
+                rec = next(self._it)
+                self.i += 1
+            self.seq = rec.sequence
+        return self.seq
+
+    def bp_start(self, i: int) -> np.ndarray:
+        seq = self.sequence(i)
+        if self.bp is None:
+            self.bp = np.asarray(self.model.tokenize(seq).bp_start, dtype=np.int64)
+        return self.bp
 
 
 def _coordinate_pieces(plan: _Plan, model):
     """(seq, bp_start, bp_end, token_id) arrays of each record in row order: one record's
     tokenisation in memory at a time."""
-    for i in range(len(plan.names)):
+    for i, rec in enumerate(stream_records(plan.genome_path)):
         n = plan.count(i)
         if n == 0:
             continue
-        tok = model.tokenize(plan.sequences[i])
+        tok = model.tokenize(rec.sequence)
         yield (np.full(n, i, dtype=np.int32), np.asarray(tok.bp_start[:n], dtype=np.int64),
                np.asarray(tok.bp_end[:n], dtype=np.int64), np.asarray(tok.token_ids[:n], dtype=np.int64))
-
-
-class _RecordStarts:
-    """bp starts of the tokens of one record at a time (the record being extracted), to
-    check the model's blocks against the tokenizer."""
-
-    def __init__(self, plan: _Plan, model):
-        self.plan, self.model, self.i, self.bp = plan, model, -1, None
-
-    def get(self, i: int) -> np.ndarray:
-        if i != self.i:
-            self.bp = None  # release the previous record first
-            self.bp = np.asarray(self.model.tokenize(self.plan.sequences[i]).bp_start, dtype=np.int64)
-            self.i = i
-        return self.bp
 
 
 class _Dist:
@@ -210,10 +249,9 @@ def _check_options(dtype, batch_size, max_tokens, workers) -> None:
 
 def _make_job(genome_path, model, layer, *, window, stride, max_tokens, batch_size) -> _Job:
     """Validate the model settings, count the tokens, and build the store's config/attrs."""
-    from genesae_fast.sequences import file_sha256, read_fasta
+    from genesae_fast.sequences import file_sha256
 
     genome_path = str(genome_path)
-    records = read_fasta(genome_path)
     layer = int(default_layer(model) if layer is None else layer)
     if not 0 <= layer <= int(model.n_layers):
         raise InputError(f"--layer {layer}: model {model.name} has layers 0..{model.n_layers}")
@@ -221,8 +259,7 @@ def _make_job(genome_path, model, layer, *, window, stride, max_tokens, batch_si
     stride = int(stride if stride is not None else model.default_stride)
     if window < 1 or not 1 <= stride <= window:
         raise InputError(f"--window {window} --stride {stride}: need 1 <= stride <= window")
-    plan = _plan(records, model, max_tokens)
-    del records
+    plan = _plan(genome_path, model, max_tokens)
     if plan.n_rows == 0:
         raise InputError(f"{genome_path}: no tokens to extract (empty genome?)")
     identity = dict(model.identity)
@@ -417,9 +454,9 @@ def _compute_chunks(writer, job: _Job, chunks, *, progress, total_rows=None, on_
         pending.append(pool.submit(writer.write_chunk, k, buf))
 
     try:
-        starts = _RecordStarts(job.plan, job.model)
+        cursor = _Cursor(job.plan, job.model)
         for k0, k1 in _runs(chunks):
-            k = _fill_chunks(writer, job, starts, k0, k1, submit,
+            k = _fill_chunks(writer, job, cursor, k0, k1, submit,
                              lambda n: bar.update(n + ((on_rows(n) or 0) if on_rows else 0)))
             if k != k1:
                 raise RuntimeError(f"model produced too few tokens for chunks {k0}..{k1 - 1}")
@@ -431,12 +468,12 @@ def _compute_chunks(writer, job: _Job, chunks, *, progress, total_rows=None, on_
         bar.close()
 
 
-def _fill_chunks(writer, job: _Job, starts, k0: int, k1: int, submit, tick) -> int:
+def _fill_chunks(writer, job: _Job, cursor, k0: int, k1: int, submit, tick) -> int:
     """Cut the model's blocks for chunks ``[k0, k1)`` into whole chunks and submit each;
     returns the chunk after the last one submitted."""
     a, b = writer.chunk_bounds(k0)[0], writer.chunk_bounds(k1 - 1)[1]
     k, buf, filled = k0, None, 0
-    for _row, acts in _blocks(job, starts, a, b):
+    for _row, acts in _blocks(job, cursor, a, b):
         pos = 0
         while pos < len(acts):
             if buf is None:
@@ -454,7 +491,7 @@ def _fill_chunks(writer, job: _Job, starts, k0: int, k1: int, submit, tick) -> i
     return k
 
 
-def _blocks(job: _Job, starts: _RecordStarts, a: int, b: int):
+def _blocks(job: _Job, cursor: _Cursor, a: int, b: int):
     """Activations of rows ``[a, b)`` in order, as ``(row, float32 [t, d])`` pieces."""
     plan, model = job.plan, job.model
     row = a
@@ -462,7 +499,7 @@ def _blocks(job: _Job, starts: _RecordStarts, a: int, b: int):
         i = int(np.searchsorted(plan.row_starts, row, side="right") - 1)
         s0, s1 = int(plan.row_starts[i]), int(plan.row_starts[i + 1])
         t0, stop = row - s0, min(b, s1) - s0  # token range in sequence i
-        gen = model.extract(plan.sequences[i], job.layer, window=job.window, stride=job.stride,
+        gen = model.extract(cursor.sequence(i), job.layer, window=job.window, stride=job.stride,
                             batch_size=job.batch_size, start_token=t0)
         t = t0
         try:
@@ -470,7 +507,7 @@ def _blocks(job: _Job, starts: _RecordStarts, a: int, b: int):
                 if len(blk.token_ids) == 0:
                     continue
                 take = min(len(blk.token_ids), stop - t)
-                yield s0 + t, _checked_block(blk, take, starts.get(i)[t:t + take], model, plan.names[i], t)
+                yield s0 + t, _checked_block(blk, take, cursor.bp_start(i)[t:t + take], model, plan.names[i], t)
                 t += take
                 if t >= stop:
                     break
@@ -504,7 +541,8 @@ def _compute_in_workers(job: _Job, writer, remaining, n_workers: int, *, progres
     ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
     queue = ctx.Queue()
     wargs = dict(genome_path=job.genome_path, layer=job.layer, window=job.window, stride=job.stride,
-                 batch_size=job.batch_size, row_starts=job.plan.row_starts, out=str(writer.path),
+                 batch_size=job.batch_size, row_starts=job.plan.row_starts, names=job.plan.names,
+                 lengths=job.plan.lengths, out=str(writer.path),
                  config_digest=writer.config)
     procs = [ctx.Process(target=_worker_main, args=(model_args, wargs, shares[r], queue), daemon=True)
              for r in range(1, n_workers)]
@@ -553,23 +591,17 @@ def _drain(queue, errors: list, timeout: float) -> int:
 
 def _worker_main(model_args, wargs: dict, chunks: list, queue) -> None:
     """A spawned worker: one torch thread, its own model, the parent's row layout (no
-    second tokenisation), the sequences of its share only, and its share of chunks."""
+    second tokenisation), and its share of chunks (records streamed from the file)."""
     import torch
 
-    from genesae_fast.sequences import read_fasta
     from genesae_fast.store.writer import StoreWriter
 
     torch.set_num_threads(1)
     try:
         model = _resolve_model(*model_args)
         writer = StoreWriter.attach(wargs["out"], wargs["config_digest"])
-        row_starts = np.asarray(wargs["row_starts"], dtype=np.int64)
-        a, b = writer.chunk_bounds(chunks[0])[0], writer.chunk_bounds(chunks[-1])[1]
-        first, last = np.searchsorted(row_starts, [a, b - 1], side="right") - 1
-        records = read_fasta(wargs["genome_path"])
-        seqs = [r.sequence if first <= i <= last else "" for i, r in enumerate(records)]
-        plan = _Plan([r.name for r in records], [len(r) for r in records], row_starts, seqs)
-        del records
+        plan = _Plan(wargs["genome_path"], wargs["names"], wargs["lengths"],
+                     np.asarray(wargs["row_starts"], dtype=np.int64))
         job = _Job(wargs["genome_path"], model, wargs["layer"], wargs["window"], wargs["stride"], wargs["batch_size"],
                    plan, {}, {})
         _compute_chunks(writer, job, chunks, progress=False, on_rows=queue.put)

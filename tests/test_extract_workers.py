@@ -116,3 +116,32 @@ def test_cli_extract_workers_option(tmp_path, rng):
     assert _array_files(tmp_path / "a.zarr") == _array_files(tmp_path / "b.zarr")
     r = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "c.zarr"), "--workers", "0"])
     assert r.exit_code == 2 and "--workers" in r.output
+
+
+@pytest.mark.parametrize("text", [
+    ">a desc\nACGT\nacgtn\n>b\n\n>c\nNNNN\r\nAC\r\n",
+    "\n\n>x\nRYKM\n>y\n",
+    ">only\n" + "ACGT" * 1000 + "\n",
+    ">a\rAC\rGT\r>b\rTT\r",            # CR line endings: one chunk, still parsed right
+])
+@pytest.mark.parametrize("gz", [False, True])
+def test_stream_records_equals_read_fasta(tmp_path, text, gz):
+    import gzip
+
+    from genesae_fast.sequences import read_fasta
+
+    path = tmp_path / ("g.fa.gz" if gz else "g.fa")
+    path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
+    want = read_fasta(path)
+    got = list(extract_mod.stream_records(path))
+    assert [(r.name, r.description, r.sequence, r.softmask.tolist()) for r in got] == \
+           [(r.name, r.description, r.sequence, r.softmask.tolist()) for r in want]
+
+
+def test_stream_records_errors_name_the_file(tmp_path):
+    with pytest.raises(InputError, match="missing.fa"):
+        list(extract_mod.stream_records(tmp_path / "missing.fa"))
+    bad = tmp_path / "bad.fa.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(InputError, match="bad.fa.gz"):
+        list(extract_mod.stream_records(bad))
