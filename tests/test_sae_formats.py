@@ -340,3 +340,12 @@ def test_encodes_on_the_parameters_device_and_dtype(tmp_path):
     assert next(sae.parameters()).dtype == torch.float64 and next(sae.parameters()).device.type == "cpu"
     x = inputs().numpy().astype(np.float32)
     close(codes(sae, torch.from_numpy(x)), ref_topk(w, torch.from_numpy(x), K), 1e-9)
+
+
+def test_half_precision_checkpoints_are_widened(tmp_path):
+    w = {k: v.to(torch.bfloat16) for k, v in weights(15).items()}
+    dl_folder(tmp_path / "t", "AutoEncoderTopK", w)
+    sae = load_any(tmp_path / "t")
+    assert next(sae.parameters()).dtype == torch.float32
+    x = inputs()
+    close(codes(sae, x), ref_topk({k: v.float() for k, v in w.items()}, x, K), 1e-4)

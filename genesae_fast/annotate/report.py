@@ -551,14 +551,14 @@ function genomeConfig(f, c){
       if (v > 0 && !seen.has(key)) { seen.add(key); wig.push({chr: x[0], start: w0 + i, end: w0 + i + 1, value: v}); } }
   }
   wig.sort((a, b) => a.chr < b.chr ? -1 : a.chr > b.chr ? 1 : a.start - b.start);
-  const genes = [];
-  for (const x of c.x) { const [lo, hi] = span(x); for (const g of (D.genes[x[0]] || [])) if (g[0] < hi && g[1] > lo) genes.push({chr: x[0], start: g[0], end: g[1], strand: g[2], name: g[3]}); }
+  const genes = new Map();  // a gene near several examples is drawn once
+  for (const x of c.x) { const [lo, hi] = span(x); for (const g of (D.genes[x[0]] || [])) if (g[0] < hi && g[1] > lo) genes.set(x[0] + ':' + g.join(':'), {chr: x[0], start: g[0], end: g[1], strand: g[2], name: g[3]}); }
   const hits = c.mh.map(h => ({chr: h[0], start: h[1], end: h[2], strand: h[3], name: h[4]}));
   const loci = c.x.map(x => { const [lo, hi] = span(x); return `${x[0]}:${lo + 1}-${hi}`; });
   return {loci, cfg: {reference: {id: 'genome', name: 'genome', fastaURL: 'data:text/plain;base64,' + btoa(fasta), indexed: false},
     loadDefaultGenomes: false, locus: loci[0], showNavigation: true, showTrackLabels: true,
     tracks: [{name: `feature ${f} activation`, type: 'wig', features: wig, color: '#c62828', height: 70, autoscale: true},
-             {name: 'gene calls', type: 'annotation', displayMode: 'EXPANDED', features: genes, color: '#1565c0'},
+             {name: 'gene calls', type: 'annotation', displayMode: 'EXPANDED', features: Array.from(genes.values()), color: '#1565c0'},
              {name: 'motif hits (best / logo-matched motif)', type: 'annotation', displayMode: 'EXPANDED', features: hits, color: c.sig ? '#6a1b9a' : '#9e9e9e'}]}};
 }
 function genomeView(f, c, body){

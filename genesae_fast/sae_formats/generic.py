@@ -103,6 +103,9 @@ class ForeignSAE(nn.Module):
                  normalizer: Optional[Normalizer] = None, config: Optional[dict] = None):
         super().__init__()
         n, d = W_enc.shape
+        # half-precision checkpoints are widened: codes are computed in float32 (float64 kept)
+        dtype = torch.float64 if W_enc.dtype == torch.float64 else torch.float32
+        W_enc, b_enc, W_dec, b_dec = (t.to(dtype) for t in (W_enc, b_enc, W_dec, b_dec))
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.W_enc = nn.Parameter(W_enc.detach().contiguous(), requires_grad=False)
