@@ -11,6 +11,7 @@ import gzip
 import os
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,7 +89,7 @@ def _read_at(members, voff_beg, voff_end):
 
 
 def _parse_tbi(path):
-    raw = b"".join(d for _, d in _bgzf_members(open(path, "rb").read()))
+    raw = b"".join(d for _, d in _bgzf_members(Path(path).read_bytes()))
     magic, n_ref, fmt, cs, cb, ce, meta, skip, l_nm = struct.unpack_from("<4s8i", raw, 0)
     assert magic == b"TBI\x01" and (fmt, cs, cb, ce, meta, skip) == (0x10000, 1, 2, 3, ord("#"), 0)
     pos = 36
@@ -154,11 +155,11 @@ def test_bed_blocks_roundtrip_and_index_answers_every_region(tmp_path, block):
     path = tmp_path / "hits.bed.gz"
     w = _write_blocks(path, rows, block, header=["chrom\tstart\tend\tname\tscore"])
     assert w.rows_written == len(rows)
-    text = gzip.open(path, "rt").read().splitlines()
+    text = gzip.decompress(Path(path).read_bytes()).decode().splitlines()
     assert text[0] == "#chrom\tstart\tend\tname\tscore"
     body = text[1:]
     assert body == [f"{c}\t{s}\t{e}\tm{i}\t{i}" for i, (c, s, e) in enumerate(rows)]
-    raw = open(path, "rb").read()
+    raw = Path(path).read_bytes()
     assert raw.endswith(BGZF_EOF)
     members = _bgzf_members(raw)
     tbi = _parse_tbi(str(path) + ".tbi")
@@ -176,7 +177,7 @@ def test_bed_index_read_by_htslib(tmp_path):
     rows = _rows(rng, n_per_chrom=(2000, 6000, 50))
     path = tmp_path / "hits.bed.gz"
     _write_blocks(path, rows, 333)
-    body = gzip.open(path, "rt").read().splitlines()
+    body = gzip.decompress(Path(path).read_bytes()).decode().splitlines()
     tf = pysam.TabixFile(str(path))
     assert list(tf.contigs) == ["chrA", "chrB", "chrC"]
     for _ in range(200):
@@ -201,9 +202,9 @@ def test_bed_hypothesis_small_files(tmp_path, data):
         for i in range(0, len(rows), block):
             part = rows[i:i + block]
             w.write("chrB", [r[1] for r in part], [r[2] for r in part], np.arange(i, i + len(part)))
-    body = gzip.open(path, "rt").read().splitlines()
+    body = gzip.decompress(Path(path).read_bytes()).decode().splitlines()
     assert body == [f"chrB\t{s}\t{e}\t{i}" for i, (_, s, e) in enumerate(rows)]  # unique lines
-    members = _bgzf_members(open(path, "rb").read())
+    members = _bgzf_members(Path(path).read_bytes())
     tbi = _parse_tbi(str(path) + ".tbi")
     for beg in (0, 16_383, 16_384, 1_000_000):
         end = beg + data.draw(st.integers(1, 200_000))
@@ -217,7 +218,7 @@ def test_bed_sort_within_block_and_chrom_codes(tmp_path):
         with pytest.raises(InputError, match="rows out of order"):
             w.write("c1", [100], [101], [0.0])    # c1 after c2
         w.write(1, [5], [7], [3.0])               # same start again is fine
-    assert gzip.open(path, "rt").read().splitlines() == [
+    assert gzip.decompress(Path(path).read_bytes()).decode().splitlines() == [
         "c1\t2\t3\t2", "c1\t9\t10\t1.25", "c2\t5\t6\t0.5", "c2\t5\t7\t3"]
 
 
@@ -328,10 +329,11 @@ def test_bigwig_refuses_disorder_and_needs_lengths(tmp_path):
     pytest.importorskip("pyBigWig", reason="bigWig needs pyBigWig")
     with pytest.raises(InputError, match="needs a length"):
         BigWigWriter(tmp_path / "a.bw", ["chrA"])
+    w = BigWigWriter(tmp_path / "b.bw", CHROMS)
+    w.write("chrB", [0], [5], [1.0])
     with pytest.raises(InputError, match="rows out of order: chrA:10-20 comes after chrB:0-5"):
-        with BigWigWriter(tmp_path / "b.bw", CHROMS) as w:
-            w.write("chrB", [0], [5], [1.0])
-            w.write("chrA", [10], [20], [1.0])
+        w.write("chrA", [10], [20], [1.0])
+    w.abort()
     with pytest.raises(InputError, match="ends past the chromosome's length 5000"):
         with BigWigWriter(tmp_path / "c.bw", CHROMS) as w:
             w.write("chrC", [4990], [5001], [1.0])

@@ -5,6 +5,12 @@ import torch
 
 from genesae_fast.train.distributed import all_reduce_sum
 
+# Stores up to this size are loaded once and shuffled row by row; larger ones stream groups
+# of chunks. A fixed number (not a fraction of the machine's memory) so that the batches,
+# and with them the trained weights, do not depend on the machine; small enough that
+# training stays flat in memory from a bacterium to a human chromosome.
+TRAIN_MEMORY_BUDGET = 512 << 20
+
 
 class DataCursor:
     """Endless training batches for one rank, with a resumable position (epoch, batch).
@@ -28,7 +34,8 @@ class DataCursor:
     def _open(self):
         self._n = self.steps_in_epoch(self.epoch)
         self._it = self.store.batches(self.b, shuffle=True, seed=self.seed, rank=self.rank, world_size=self.world,
-                                      epoch=self.epoch, chunks=self.chunks, drop_last=True)
+                                      epoch=self.epoch, chunks=self.chunks, drop_last=True,
+                                      memory_budget=TRAIN_MEMORY_BUDGET)
         for _ in range(self.batch):  # resume: skip the batches already trained on
             next(self._it)
 
@@ -55,7 +62,7 @@ class DataCursor:
 def first_batch_mean(store, sae, batch_size: int, seed: int, rank: int, world: int, chunks: range, dev) -> torch.Tensor:
     """Mean ``[d]`` of the first training batch (normalised), averaged over ranks: b_dec's start."""
     it = store.batches(batch_size, shuffle=True, seed=seed, rank=rank, world_size=world, epoch=0, chunks=chunks,
-                       drop_last=True)
+                       drop_last=True, memory_budget=TRAIN_MEMORY_BUDGET)
     try:
         x = sae.normalize(next(it).to(dev))
     finally:

@@ -1,6 +1,7 @@
 """Plain-torch reference of the training objective in :mod:`genesae_fast.train.objective`.
 
-Dense and obvious: the full ``[B, n]`` pre-activation and code matrices, ``torch.topk``
+Dense and obvious: the encoder is the op reference (:mod:`genesae_fast.kernels.reference`),
+its codes scattered into a full ``[B, n]`` matrix,
 and autograd through dense matmuls. Tests compare :class:`SAELoss` against it (losses and
 every gradient) and the training benchmark uses it as the baseline loop.
 """
@@ -9,16 +10,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genesae_fast.kernels.reference import topk_encode_reference
 from genesae_fast.train.objective import StepOutput
 
 
 def dense_codes(x, W_enc, b_enc, b_dec, k, latent_mask=None):
-    """``[B, n]`` TopK codes: relu of the k largest pre-activations per row, zeros elsewhere."""
-    pre = (x - b_dec) @ W_enc.T + b_enc
-    if latent_mask is not None:
-        pre = pre.masked_fill(~latent_mask, float("-inf"))
-    top, idx = torch.topk(pre, k, dim=1)
-    return torch.zeros_like(pre).scatter(1, idx, torch.relu(top))
+    """``[B, n]`` TopK codes: the op reference's k values scattered into a dense matrix."""
+    vals, idx = topk_encode_reference(x, W_enc, b_enc, k, b_dec=b_dec, latent_mask=latent_mask)
+    return torch.zeros(x.shape[0], W_enc.shape[0], dtype=vals.dtype, device=x.device).scatter(1, idx, vals)
 
 
 class ReferenceSAELoss(nn.Module):
