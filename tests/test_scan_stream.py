@@ -234,6 +234,10 @@ def test_cli_writes_through_a_fifo(tmp_path, small_case):
     assert result.exit_code == 0, result.output
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still a FIFO, not replaced by a file
     assert got["data"] == reference_text(fasta, load_motifs(meme), pvalue=1e-3)
+    if os.path.exists("/dev/null"):  # a device: written through, never replaced
+        result = run_cli("--genome", fasta, "--motifs", meme, "--pvalue", "1e-3", "-o", "/dev/null")
+        assert result.exit_code == 0, result.output
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
 def test_bad_genome_is_a_one_line_error(tmp_path, small_case):
