@@ -134,6 +134,12 @@ class BgzfWriter:
         self.coff = 0  # compressed bytes written: the next block's file offset
         self.refs: dict[int, _RefIndex] = {}
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown()  # after close(), or when the scan failed: stop the compression threads
+
     def write(self, text: bytes) -> None:
         """Append whole lines (not indexed)."""
         self.write_lines(text, None, None, None)

@@ -39,20 +39,23 @@ def _feed(scanner, genome, piece_bytes: int, progress) -> None:
     pieces: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
 
+    def put(item) -> bool:  # False once the scanning thread has given up
+        while not stop.is_set():
+            try:
+                pieces.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
         try:
             for piece in iter_pieces(genome, piece_bytes):
-                while not stop.is_set():
-                    try:
-                        pieces.put(piece, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(piece):
                     return
-            pieces.put(None)
+            put(None)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the scanning thread
-            pieces.put(exc)
+            put(exc)
 
     reader = threading.Thread(target=produce, name="genesae-scan-reader", daemon=True)
     reader.start()
