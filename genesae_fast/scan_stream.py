@@ -16,7 +16,6 @@ reference), but the genome is read piece by piece and the hits never sit in memo
 from __future__ import annotations
 
 import collections
-import os
 import queue
 import sys
 import tempfile
@@ -101,10 +100,10 @@ def _text_bins(scanner, prep: PreparedMotifs, n_str: int, first: int, last: int)
     for k in range(last - first):
         entries = range(k * n_str, (k + 1) * n_str)
         s_list = [scores[offsets[i]: offsets[i + 1]] for i in entries]
-        p_list = [flat[i].pv[s - flat[i].pv_start] for i, s in zip(entries, s_list)]
+        p_list = [flat[i].pv[s - flat[i].pv_start] for i, s in zip(entries, s_list, strict=True)]
         n_tests = float(np.float32(int(valid[flat[k * n_str].width]) * n_str))
         q_list = _motif_bins([counts[offsets[i]: offsets[i + 1]] for i in entries], p_list, n_tests)
-        for i, s, p, q in zip(entries, s_list, p_list, q_list):
+        for i, s, p, q in zip(entries, s_list, p_list, q_list, strict=True):
             # S / scale + w * offset: the same double operations as ScaledPSSM.raw_score
             values.append((s.astype(np.float64) / flat[i].scale + float(flat[i].width) * flat[i].offset, p, q))
     cat = (lambda xs: np.concatenate(xs).astype(np.float64) if xs else np.zeros(0))
