@@ -16,6 +16,7 @@ reference), but the genome is read piece by piece and the hits never sit in memo
 from __future__ import annotations
 
 import collections
+import contextlib
 import queue
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from genesae_fast.errors import InputError
 from genesae_fast.fasta_stream import iter_pieces
 from genesae_fast.motifs import Motif
 from genesae_fast.scan import TSV_COLUMNS, PreparedMotifs, effective_threads, prepare_motifs, resolve_background
@@ -205,6 +207,24 @@ def _progress(enabled: bool, desc: str, unit: str):
     return tqdm(desc=desc, unit=unit, unit_scale=True, file=sys.stderr, disable=None, leave=False)
 
 
+@contextlib.contextmanager
+def _spill_file(tmp_dir):
+    """The anonymous temporary file hits wait in; its problems become one-line errors."""
+    where = tmp_dir or tempfile.gettempdir()
+    try:
+        spill = tempfile.TemporaryFile(dir=tmp_dir, prefix="genesae-scan-")
+    except OSError as exc:
+        raise InputError(f"{where}: cannot create the temporary hit file ({exc.strerror}); "
+                         "choose another folder with --tmp-dir") from None
+    with spill:
+        try:
+            yield spill
+        except RuntimeError as exc:
+            if "spill file" not in str(exc):
+                raise
+            raise InputError(f"{where}: {exc}; choose a folder with more space with --tmp-dir") from None
+
+
 def scan_genome_file(genome, motifs: Sequence[Motif], out, *, bed: bool = False, genome_order: bool = False,
                      pvalue: float = 1e-4, threads: int | None = None, background="nrdb",
                      motif_pseudo: float = 0.1, both_strands: bool = True, motif_file=None,
@@ -240,7 +260,7 @@ def scan_genome_file(genome, motifs: Sequence[Motif], out, *, bed: bool = False,
     bg = resolve_background(background, sequences, motif_file, both_strands)
     prep = prepare_motifs(motifs, bg, pvalue, motif_pseudo, both_strands, n_threads)
     n_str = 2 if both_strands else 1
-    with tempfile.TemporaryFile(dir=tmp_dir, prefix="genesae-scan-") as spill:
+    with _spill_file(tmp_dir) as spill:
         scanner = _native.StreamScanner(prep.cells, prep.col_offsets, prep.thresholds, n_str, n_threads,
                                         spill.fileno(), block_bases=block_bases, run_bytes=run_bytes,
                                         _fault_unit=_fault_unit)

@@ -138,6 +138,15 @@ def test_worker_exception_surfaces_and_leaves_no_output(tmp_path, by_width):
     assert [p.name for p in tmp_path.iterdir()] == ["g.fa"]
 
 
+def test_spill_folder_problems_are_one_line_errors(tmp_path, by_width):
+    fasta = random_fasta(tmp_path / "g.fa", np.random.default_rng(2), [5_000])
+    with pytest.raises(InputError, match="cannot create the temporary hit file"):
+        scan_genome_file(fasta, by_width[:2], io.BytesIO(), tmp_dir=tmp_path / "missing")
+    result = run_cli("--genome", fasta, "--motifs", "jaspar2024:CORE:vertebrates", "--tmp-dir", tmp_path / "nope")
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
 def test_bgzipped_bed_is_genome_ordered_and_indexed(tmp_path, by_width):
     pysam = pytest.importorskip("pysam", reason="pysam (htslib) is not installed")
     fasta = random_fasta(tmp_path / "g.fa", np.random.default_rng(9), [70_000, 0, 3, 40_000, 90_000])
