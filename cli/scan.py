@@ -47,7 +47,8 @@ def scan(genome: str, motif_spec: str, pvalue: float, background: str, motif_pse
     t0 = time.perf_counter()
     motifs = load_motifs(motif_spec)
     info = scan_to_path(genome, motifs, out, bed=bed, pvalue=pvalue, threads=threads, background=background,
-                        motif_pseudo=motif_pseudo, both_strands=not norc, motif_file=motif_spec, tmp_dir=tmp_dir)
+                        motif_pseudo=motif_pseudo, both_strands=not norc, motif_file=motif_spec, tmp_dir=tmp_dir,
+                        progress=True)
     if out != "-":
         click.echo(f"{info['hits']:,} hits of {info['motifs']} motifs in {info['records']} sequences "
                    f"({time.perf_counter() - t0:.2f} s) -> {out}", err=True)

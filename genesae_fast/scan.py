@@ -257,16 +257,24 @@ def scan_motifs(records, motifs: Sequence[Motif], pvalue: float = 1e-4, threads:
     bg = resolve_background(background, records, motif_file, both_strands)
     n_threads = effective_threads(threads)
     prep = prepare_motifs(motifs, bg, pvalue, motif_pseudo, both_strands, n_threads)
-    entry, seq, start, scaled = _native.scan_pssms(codes_list, prep.cells, prep.col_offsets, prep.thresholds, n_threads)
+    found = _native.scan_pssms(codes_list, prep.cells, prep.col_offsets, prep.thresholds, n_threads)
     n_str = 2 if both_strands else 1
-    n_entries = len(prep.thresholds)
+    hits = _hits_in_order(prep, found, n_str, len(motifs), codes_list)
     widths = np.diff(prep.col_offsets)[::n_str] if len(motifs) else np.zeros(0, np.int64)
-    # Final order first (motif, record, start, + before -), then every column gathered once.
+    _fill_qvalues(hits, _valid_window_counts(codes_list, widths), widths, n_str, len(motifs))
+    return hits
+
+
+def _hits_in_order(prep: PreparedMotifs, found, n_str: int, n_motifs: int, codes_list) -> ScanHits:
+    """The scanner's (entry, seq, start, score) hits as ScanHits, sorted by motif, record,
+    start, + before -, with p-values and reported scores (q-values left at 0)."""
+    entry, seq, start, scaled = found
+    widths = np.diff(prep.col_offsets)[::n_str] if n_motifs else np.zeros(0, np.int64)
     motif_idx = (entry // n_str).astype(np.int32)
     # one int64 key (unique per hit) sorts faster than a 4-key lexsort
     span = max([len(c) for c in codes_list] + [1]) + 1
     key = ((motif_idx.astype(np.int64) * max(1, len(codes_list)) + seq) * span + start) * n_str + entry % n_str
-    if len(motifs) * max(1, len(codes_list)) * span * n_str < 2**62:
+    if n_motifs * max(1, len(codes_list)) * span * n_str < 2**62:
         order = np.argsort(key)
     else:  # astronomically large inputs: fall back to the lexsort
         order = np.lexsort((entry % n_str, start, seq, motif_idx))
@@ -274,7 +282,7 @@ def scan_motifs(records, motifs: Sequence[Motif], pvalue: float = 1e-4, threads:
     # p-values from the entries' table tails laid end to end; scores from scale and offset
     # (S / scale + w * offset, the same double operations as ScaledPSSM.raw_score).
     flat_pssms = [p for strands in prep.pssms for p in strands]
-    if n_entries:
+    if flat_pssms:
         tails = np.concatenate([p.pv for p in flat_pssms])
         base = np.concatenate([[0], np.cumsum([p.pv.size for p in flat_pssms])[:-1]]).astype(np.int64)
         starts = np.array([p.pv_start for p in flat_pssms], dtype=np.int64)
@@ -285,31 +293,27 @@ def scan_motifs(records, motifs: Sequence[Motif], pvalue: float = 1e-4, threads:
         score = scaled.astype(np.float64) / scales[entry] + ewidth[entry] * offsets[entry]
     else:
         pv = score = np.zeros(0, dtype=np.float64)
-    hits = ScanHits(
-        motif=motif_idx,
-        seq=seq.astype(np.int32),
-        start=start.astype(np.int64),
-        end=start.astype(np.int64) + widths[motif_idx],
-        strand=np.where(entry % n_str == 0, 1, -1).astype(np.int8),
-        score=score,
-        pvalue=pv,
-        qvalue=np.zeros(len(entry), dtype=np.float64),
-    )
-    # q-values per motif over all scored windows (both strands); one sort by (motif, p-value)
-    n_valid = _valid_window_counts(codes_list, widths)
-    if len(hits):
-        n_tests = np.array([float(np.float32(n_valid[int(w)] * n_str)) for w in widths], dtype=np.float64)
-        by_p = np.lexsort((hits.pvalue, hits.motif))  # stable: ties keep the hit order
-        m_sorted = hits.motif[by_p]
-        group_start = np.searchsorted(m_sorted, np.arange(len(motifs) + 1))
-        rank = np.arange(len(hits), dtype=np.int64) - group_start[m_sorted] + 1
-        fdr = np.minimum(1.0, hits.pvalue[by_p] * n_tests[m_sorted] / rank.astype(np.float32).astype(np.float64))
-        q = np.empty_like(fdr)
-        for mi in np.unique(m_sorted):
-            a, b = group_start[mi], group_start[mi + 1]
-            q[a:b] = np.minimum.accumulate(fdr[a:b][::-1])[::-1]
-        hits.qvalue[by_p] = q
-    return hits
+    return ScanHits(motif=motif_idx, seq=seq.astype(np.int32), start=start.astype(np.int64),
+                    end=start.astype(np.int64) + widths[motif_idx],
+                    strand=np.where(entry % n_str == 0, 1, -1).astype(np.int8), score=score, pvalue=pv,
+                    qvalue=np.zeros(len(entry), dtype=np.float64))
+
+
+def _fill_qvalues(hits: ScanHits, n_valid: dict, widths: np.ndarray, n_str: int, n_motifs: int) -> None:
+    """q-values per motif over all scored windows (both strands); one sort by (motif, p-value)."""
+    if not len(hits):
+        return
+    n_tests = np.array([float(np.float32(n_valid[int(w)] * n_str)) for w in widths], dtype=np.float64)
+    by_p = np.lexsort((hits.pvalue, hits.motif))  # stable: ties keep the hit order
+    m_sorted = hits.motif[by_p]
+    group_start = np.searchsorted(m_sorted, np.arange(n_motifs + 1))
+    rank = np.arange(len(hits), dtype=np.int64) - group_start[m_sorted] + 1
+    fdr = np.minimum(1.0, hits.pvalue[by_p] * n_tests[m_sorted] / rank.astype(np.float32).astype(np.float64))
+    q = np.empty_like(fdr)
+    for mi in np.unique(m_sorted):
+        a, b = group_start[mi], group_start[mi + 1]
+        q[a:b] = np.minimum.accumulate(fdr[a:b][::-1])[::-1]
+    hits.qvalue[by_p] = q
 
 
 # --------------------------------------------------------------------------- output

@@ -83,7 +83,7 @@ class _RefIndex:
             np.minimum.at(self.linear, w0[sel] + d, v0[sel])
         starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
         ends = np.r_[starts[1:], len(bins)] - 1
-        for s, e in zip(starts.tolist(), ends.tolist()):
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             if self.run is not None and self.run[0] == int(bins[s]):
                 self.run[2] = int(v1[e])
                 continue
@@ -134,6 +134,12 @@ class BgzfWriter:
         self.coff = 0  # compressed bytes written: the next block's file offset
         self.refs: dict[int, _RefIndex] = {}
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown()  # after close(), or when the scan failed: stop the compression threads
+
     def write(self, text: bytes) -> None:
         """Append whole lines (not indexed)."""
         self.write_lines(text, None, None, None)
@@ -148,7 +154,8 @@ class BgzfWriter:
 
     def _emit(self, data: bytes, cuts: list[int], new_ends, rec, beg, end) -> None:
         bounds = [0] + cuts
-        blocks = list(self.pool.map(lambda ab: bgzf_block(data[ab[0]:ab[1]], self.level), zip(bounds, bounds[1:])))
+        spans = zip(bounds[:-1], bounds[1:], strict=True)
+        blocks = list(self.pool.map(lambda ab: bgzf_block(data[ab[0]:ab[1]], self.level), spans))
         offs = np.cumsum([self.coff] + [len(b) for b in blocks])
         if new_ends is not None and len(new_ends):
             starts = np.r_[len(self.buf), new_ends[:-1]]

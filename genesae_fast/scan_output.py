@@ -29,7 +29,7 @@ def scan_to_path(genome, motifs, out: str, *, bed: bool = False, threads: int | 
     with contextlib.ExitStack() as stack:
         fh = stack.enter_context(open_output(path, "wb"))
         tbi = stack.enter_context(open_output(Path(str(path) + ".tbi"), "wb")) if index else None
-        writer = BgzfWriter(fh, index=index, threads=effective_threads(threads))
+        writer = stack.enter_context(BgzfWriter(fh, index=index, threads=effective_threads(threads)))
         info = scan_genome_file(genome, motifs, writer, bed=bed, threads=threads, genome_order=bed, **options)
         index_bytes = writer.close(info["names"])
         if tbi is not None:

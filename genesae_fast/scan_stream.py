@@ -16,7 +16,7 @@ reference), but the genome is read piece by piece and the hits never sit in memo
 from __future__ import annotations
 
 import collections
-import os
+import contextlib
 import queue
 import sys
 import tempfile
@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from genesae_fast.errors import InputError
 from genesae_fast.fasta_stream import iter_pieces
 from genesae_fast.motifs import Motif
 from genesae_fast.scan import TSV_COLUMNS, PreparedMotifs, effective_threads, prepare_motifs, resolve_background
@@ -39,20 +40,23 @@ def _feed(scanner, genome, piece_bytes: int, progress) -> None:
     pieces: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
 
+    def put(item) -> bool:  # False once the scanning thread has given up
+        while not stop.is_set():
+            try:
+                pieces.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
         try:
             for piece in iter_pieces(genome, piece_bytes):
-                while not stop.is_set():
-                    try:
-                        pieces.put(piece, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(piece):
                     return
-            pieces.put(None)
+            put(None)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the scanning thread
-            pieces.put(exc)
+            put(exc)
 
     reader = threading.Thread(target=produce, name="genesae-scan-reader", daemon=True)
     reader.start()
@@ -98,10 +102,10 @@ def _text_bins(scanner, prep: PreparedMotifs, n_str: int, first: int, last: int)
     for k in range(last - first):
         entries = range(k * n_str, (k + 1) * n_str)
         s_list = [scores[offsets[i]: offsets[i + 1]] for i in entries]
-        p_list = [flat[i].pv[s - flat[i].pv_start] for i, s in zip(entries, s_list)]
+        p_list = [flat[i].pv[s - flat[i].pv_start] for i, s in zip(entries, s_list, strict=True)]
         n_tests = float(np.float32(int(valid[flat[k * n_str].width]) * n_str))
         q_list = _motif_bins([counts[offsets[i]: offsets[i + 1]] for i in entries], p_list, n_tests)
-        for i, s, p, q in zip(entries, s_list, p_list, q_list):
+        for i, s, p, q in zip(entries, s_list, p_list, q_list, strict=True):
             # S / scale + w * offset: the same double operations as ScaledPSSM.raw_score
             values.append((s.astype(np.float64) / flat[i].scale + float(flat[i].width) * flat[i].offset, p, q))
     cat = (lambda xs: np.concatenate(xs).astype(np.float64) if xs else np.zeros(0))
@@ -203,6 +207,24 @@ def _progress(enabled: bool, desc: str, unit: str):
     return tqdm(desc=desc, unit=unit, unit_scale=True, file=sys.stderr, disable=None, leave=False)
 
 
+@contextlib.contextmanager
+def _spill_file(tmp_dir):
+    """The anonymous temporary file hits wait in; its problems become one-line errors."""
+    where = tmp_dir or tempfile.gettempdir()
+    try:
+        spill = tempfile.TemporaryFile(dir=tmp_dir, prefix="genesae-scan-")
+    except OSError as exc:
+        raise InputError(f"{where}: cannot create the temporary hit file ({exc.strerror}); "
+                         "choose another folder with --tmp-dir") from None
+    with spill:
+        try:
+            yield spill
+        except RuntimeError as exc:
+            if "spill file" not in str(exc):
+                raise
+            raise InputError(f"{where}: {exc}; choose a folder with more space with --tmp-dir") from None
+
+
 def scan_genome_file(genome, motifs: Sequence[Motif], out, *, bed: bool = False, genome_order: bool = False,
                      pvalue: float = 1e-4, threads: int | None = None, background="nrdb",
                      motif_pseudo: float = 0.1, both_strands: bool = True, motif_file=None,
@@ -238,7 +260,7 @@ def scan_genome_file(genome, motifs: Sequence[Motif], out, *, bed: bool = False,
     bg = resolve_background(background, sequences, motif_file, both_strands)
     prep = prepare_motifs(motifs, bg, pvalue, motif_pseudo, both_strands, n_threads)
     n_str = 2 if both_strands else 1
-    with tempfile.TemporaryFile(dir=tmp_dir, prefix="genesae-scan-") as spill:
+    with _spill_file(tmp_dir) as spill:
         scanner = _native.StreamScanner(prep.cells, prep.col_offsets, prep.thresholds, n_str, n_threads,
                                         spill.fileno(), block_bases=block_bases, run_bytes=run_bytes,
                                         _fault_unit=_fault_unit)

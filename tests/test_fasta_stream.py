@@ -29,7 +29,8 @@ def streamed(path, piece_bytes):
                 names.append(p.name)
                 codes.append([p.codes])
             else:
-                assert p.record == len(names) - 1 and p.codes.size > 0
+                assert p.record == len(names) - 1
+                assert p.codes.size > 0
                 codes[-1].append(p.codes)
     except InputError as exc:
         return str(exc)
@@ -47,7 +48,7 @@ def whole(path):
 def same(a, b) -> bool:
     if isinstance(a, str) or isinstance(b, str):
         return a == b
-    return a[0] == b[0] and len(a[1]) == len(b[1]) and all(np.array_equal(x, y) for x, y in zip(a[1], b[1]))
+    return a[0] == b[0] and len(a[1]) == len(b[1]) and all(np.array_equal(x, y) for x, y in zip(a[1], b[1], strict=False))
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

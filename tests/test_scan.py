@@ -79,7 +79,7 @@ def random_records(rng, lengths, n_rate=0.0, lower_rate=0.0):
 def reference_scan(codes_list, cells_list, thresholds):
     """Every window's integer score by numpy fancy indexing; hits = score >= threshold, no N."""
     out = []
-    for e, (cells, thr) in enumerate(zip(cells_list, thresholds)):
+    for e, (cells, thr) in enumerate(zip(cells_list, thresholds, strict=False)):
         w = cells.shape[0]
         for s, codes in enumerate(codes_list):
             n = codes.shape[0] - w + 1
@@ -98,7 +98,7 @@ def native_scan(codes_list, cells_list, thresholds, threads):
     offsets = np.concatenate([[0], np.cumsum([c.shape[0] for c in cells_list])]).astype(np.int64)
     cells = np.concatenate(cells_list).astype(np.int16)
     e, s, p, sc = _native.scan_pssms(codes_list, cells, offsets, np.asarray(thresholds, np.int32), threads)
-    return sorted(zip(e.tolist(), s.tolist(), p.tolist(), sc.tolist()))
+    return sorted(zip(e.tolist(), s.tolist(), p.tolist(), sc.tolist(), strict=False))
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -131,11 +131,11 @@ def test_native_scan_widths_1_to_33_all_windows(rng, simd):
 
 def test_native_scan_rejects_bad_input():
     c = np.zeros((3, 4), np.int16)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one more entry than thresholds"):
         _native.scan_pssms([np.zeros(10, np.uint8)], c, np.array([0, 2], np.int64), np.array([0, 0], np.int32), 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cells must lie in 0..1000"):
         _native.scan_pssms([np.zeros(10, np.uint8)], c + 1001, np.array([0, 3], np.int64), np.array([0], np.int32), 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="widths must be 1..33"):
         _native.scan_pssms([np.zeros(10, np.uint8)], np.zeros((40, 4), np.int16), np.array([0, 34], np.int64),
                            np.array([0], np.int32), 1)
 
@@ -151,10 +151,11 @@ def test_pvalue_tables_native_equal_reference_and_brute_force(rng):
     cells = np.concatenate(mats)
     full, starts, _ = _native.pvalue_tables(cells, offsets, bg, 2.0, 2)  # pvalue >= 1: whole tables
     assert (starts == 0).all()
-    for m, t in zip(mats, full):
+    for m, t in zip(mats, full, strict=False):
         ref = pvalue_table(m, bg)
         best = int(m.max(1).sum())
-        assert np.array_equal(t, ref[: best + 1]) and (ref[best + 1:] == 0).all()  # bit-identical
+        assert np.array_equal(t, ref[: best + 1])
+        assert (ref[best + 1:] == 0).all()
         if m.shape[0] <= 5:  # enumerate every word
             w = m.shape[0]
             words = np.array(list(itertools.product(range(4), repeat=w)))
@@ -164,11 +165,12 @@ def test_pvalue_tables_native_equal_reference_and_brute_force(rng):
                 assert t[S] == pytest.approx(min(1.0, prob[score >= S].sum()), rel=1e-12, abs=1e-300)
     for pvalue in (1e-2, 1e-4, 1e-7):
         tails, starts, thr = _native.pvalue_tables(cells, offsets, bg, pvalue, 1)
-        for m, t, s0, th in zip(mats, tails, starts, thr):
+        for m, t, s0, th in zip(mats, tails, starts, thr, strict=False):
             ref = pvalue_table(m, bg)
             assert np.array_equal(t, ref[s0: s0 + t.size])  # the tail is exact
             below = np.flatnonzero(ref < pvalue)
-            assert th == below[0] and (s0 == 0 or ref[s0] >= pvalue)
+            assert th == below[0]
+            assert (s0 == 0 or ref[s0] >= pvalue)
 
 
 def test_background_and_matrices_equal_fimo(pymemesuite):
@@ -292,8 +294,11 @@ def test_hit_fields_and_matched_sequences(rng, jaspar_subset):
     motifs = jaspar_subset[:6]
     hits = scan_motifs(records, motifs, pvalue=1e-3)
     assert len(hits) > 0
-    assert hits.motif.dtype == np.int32 and hits.seq.dtype == np.int32 and hits.strand.dtype == np.int8
-    assert hits.start.dtype == np.int64 and hits.end.dtype == np.int64
+    assert hits.motif.dtype == np.int32
+    assert hits.seq.dtype == np.int32
+    assert hits.strand.dtype == np.int8
+    assert hits.start.dtype == np.int64
+    assert hits.end.dtype == np.int64
     widths = np.array([m.width for m in motifs])
     assert np.array_equal(hits.end - hits.start, widths[hits.motif])
     assert ((hits.pvalue < 1e-3) & (hits.qvalue >= hits.pvalue)).all()
@@ -316,7 +321,8 @@ def test_hit_fields_and_matched_sequences(rng, jaspar_subset):
         p = build_pssm(probs, bg)
         word = records[hits.seq[k]].codes[hits.start[k]:hits.end[k]]
         S = int(p.cells[np.arange(m.width), word].sum())
-        assert hits.score[k] == p.raw_score(S) and hits.pvalue[k] == p.pv[S]  # full reference table
+        assert hits.score[k] == p.raw_score(S)
+        assert hits.pvalue[k] == p.pv[S]
 
 
 def test_qvalues_are_benjamini_hochberg():
@@ -367,7 +373,8 @@ def test_thread_counts_are_capped(rng, jaspar_subset):
     records = random_records(rng, [30_000])
     a = scan_motifs(records, jaspar_subset[:6], pvalue=1e-3, threads=100_000)
     b = scan_motifs(records, jaspar_subset[:6], pvalue=1e-3, threads=1)
-    assert len(a) > 0 and all(np.array_equal(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
+    assert len(a) > 0
+    assert all(np.array_equal(getattr(a, f), getattr(b, f)) for f in a.__dataclass_fields__)
     codes = [r.codes for r in records]
     cells = [rng.integers(0, 1001, size=(9, 4)).astype(np.int16)]
     assert native_scan(codes, cells, [5000], 100_000) == reference_scan(codes, cells, [5000])
@@ -406,11 +413,13 @@ def test_tsv_and_bed_writers(rng, jaspar_subset):
     write_tsv(hits, records, jaspar_subset[:4], tsv)
     write_bed(hits, records, jaspar_subset[:4], bed)
     rows = [line.split("\t") for line in tsv.getvalue().splitlines()]
-    assert rows[0][:3] == ["motif_id", "motif_alt_id", "sequence_name"] and len(rows) == len(hits) + 1
+    assert rows[0][:3] == ["motif_id", "motif_alt_id", "sequence_name"]
+    assert len(rows) == len(hits) + 1
     comp = str.maketrans("ACGT", "TGCA")
     for k, row in enumerate(rows[1:]):
         start, stop = int(row[3]), int(row[4])
-        assert start == hits.start[k] + 1 and stop == hits.end[k]
+        assert start == hits.start[k] + 1
+        assert stop == hits.end[k]
         word = records[0].text[start - 1:stop].upper()
         assert row[9] == (word if row[5] == "+" else word.translate(comp)[::-1])
     assert len(bed.getvalue().splitlines()) == len(hits)
@@ -436,7 +445,9 @@ def test_cli_scan_runs_without_torch(tmp_path, rng, jaspar_subset):
     assert len(out.read_text().splitlines()) == len(hits) + 1
     bad = subprocess.run([sys.executable, "-c", "from genesae_fast.cli import main; main()", "scan", "--genome", str(fa), "--motifs", str(mp),
                           "--bg", "nonsense"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "--bg" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2
+    assert "--bg" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_background_choices_agree(tmp_path, rng, jaspar_subset):
@@ -448,11 +459,13 @@ def test_background_choices_agree(tmp_path, rng, jaspar_subset):
     bfile.write_text("# order 0\nA 0.3\nC 0.2\nG 0.2\nT 0.3\nAA 0.09\n")
     a = scan_motifs(records, jaspar_subset[:5], pvalue=1e-3, background=str(bfile))
     b = scan_motifs(records, jaspar_subset[:5], pvalue=1e-3, background=[0.3, 0.2, 0.2, 0.3])
-    assert len(a) > 0 and all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("motif", "start", "pvalue"))
+    assert len(a) > 0
+    assert all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("motif", "start", "pvalue"))
     counts = np.bincount(records[0].codes, minlength=4)[:4]
     c = scan_motifs(records, jaspar_subset[:5], pvalue=1e-3, background="sequence")
     d = scan_motifs(records, jaspar_subset[:5], pvalue=1e-3, background=(counts + 0.25) / (counts.sum() + 1))
-    assert np.array_equal(c.pvalue, d.pvalue) and np.array_equal(c.start, d.start)
+    assert np.array_equal(c.pvalue, d.pvalue)
+    assert np.array_equal(c.start, d.start)
     assert np.array_equal(sequence_background(records), resolve_background("sequence", records))
     bad = tmp_path / "bad.txt"
     bad.write_text("A 0.5\nC 0.5\n")
@@ -466,10 +479,11 @@ def test_reverse_strand_matrices(bg, jaspar_subset):
     from genesae_fast.scan import prepare_motifs
 
     prep = prepare_motifs(jaspar_subset, bg, 1e-4, 0.1, True)
-    for m, (fwd, rev) in zip(jaspar_subset, prep.pssms):
+    for m, (fwd, rev) in zip(jaspar_subset, prep.pssms, strict=False):
         probs = apply_pseudocount(m.probs, m.nsites, bg, 0.1)
         ref = build_pssm(reverse_complement_probs(probs), bg)
-        assert np.array_equal(rev.cells, ref.cells) and (rev.scale, rev.offset) == (ref.scale, ref.offset)
+        assert np.array_equal(rev.cells, ref.cells)
+        assert (rev.scale, rev.offset) == (ref.scale, ref.offset)
         assert np.array_equal(rev.pv, ref.pv[rev.pv_start: rev.pv_start + rev.pv.size])
         assert np.array_equal(fwd.cells, build_pssm(probs, bg, table=False).cells)
 
@@ -479,7 +493,9 @@ def test_single_strand_is_the_plus_half(rng, jaspar_subset):
     # uniform: the same background with or without reverse-complement averaging
     both = scan_motifs(records, jaspar_subset[:8], pvalue=1e-3, background="uniform")
     plus = scan_motifs(records, jaspar_subset[:8], pvalue=1e-3, background="uniform", both_strands=False)
-    assert (plus.strand == 1).all() and len(plus) > 0
+    assert (plus.strand == 1).all()
+    assert len(plus) > 0
     keep = both.strand == 1
-    assert np.array_equal(plus.start, both.start[keep]) and np.array_equal(plus.motif, both.motif[keep])
+    assert np.array_equal(plus.start, both.start[keep])
+    assert np.array_equal(plus.motif, both.motif[keep])
     assert np.array_equal(plus.pvalue, both.pvalue[keep])

@@ -134,7 +134,17 @@ def test_worker_exception_surfaces_and_leaves_no_output(tmp_path, by_width):
     out = tmp_path / "hits.tsv"
     with pytest.raises(MemoryError):
         scan_to_path(fasta, by_width[:4], str(out), threads=2, _fault_unit=5, block_bases=8192)
-    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["g.fa"]
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["g.fa"]
+
+
+def test_spill_folder_problems_are_one_line_errors(tmp_path, by_width):
+    fasta = random_fasta(tmp_path / "g.fa", np.random.default_rng(2), [5_000])
+    with pytest.raises(InputError, match="cannot create the temporary hit file"):
+        scan_genome_file(fasta, by_width[:2], io.BytesIO(), tmp_dir=tmp_path / "missing")
+    result = run_cli("--genome", fasta, "--motifs", "jaspar2024:CORE:vertebrates", "--tmp-dir", tmp_path / "nope")
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
 
 
 def test_bgzipped_bed_is_genome_ordered_and_indexed(tmp_path, by_width):
@@ -146,7 +156,8 @@ def test_bgzipped_bed_is_genome_ordered_and_indexed(tmp_path, by_width):
                         run_bytes=50_000)
     plain = reference_text(fasta, motifs, bed=True, pvalue=1e-2)
     text = gzip.decompress(out.read_bytes())
-    assert text == genome_sorted(plain, info["names"]) and info["hits"] == text.count(b"\n") > 10_000
+    assert text == genome_sorted(plain, info["names"])
+    assert info["hits"] == text.count(b"\n") > 10_000
     rows = [line.split("\t") for line in text.decode().splitlines()]
     rng = np.random.default_rng(0)
     with pysam.TabixFile(str(out)) as tb:
@@ -164,7 +175,8 @@ def test_gzipped_tsv_is_bgzf(tmp_path, by_width):
     out = tmp_path / "hits.tsv.gz"
     scan_to_path(fasta, by_width[:5], str(out), pvalue=1e-2)
     raw = out.read_bytes()
-    assert raw[12:14] == b"BC" and gzip.decompress(raw) == reference_text(fasta, by_width[:5], pvalue=1e-2)
+    assert raw[12:14] == b"BC"
+    assert gzip.decompress(raw) == reference_text(fasta, by_width[:5], pvalue=1e-2)
     assert not (tmp_path / "hits.tsv.gz.tbi").exists()
 
 
@@ -191,10 +203,11 @@ def test_cli_output_equals_reference_and_threads_are_capped(tmp_path, small_case
     assert result.exit_code == 0, result.output
     assert out.read_bytes() == ref
     result = run_cli("--genome", fasta, "--motifs", meme, "--pvalue", "1e-3")  # to stdout
-    assert result.exit_code == 0 and result.stdout_bytes == ref
+    assert result.exit_code == 0
+    assert result.stdout_bytes == ref
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(("args", "message"), [
     (["--motif-pseudo", "nan"], "--motif-pseudo must be a finite number >= 0, got nan"),
     (["--motif-pseudo", "inf"], "--motif-pseudo must be a finite number >= 0, got inf"),
     (["--motif-pseudo", "-0.5"], "--motif-pseudo must be a finite number >= 0, got -0.5"),
@@ -207,7 +220,8 @@ def test_cli_bad_options_give_one_line_errors(tmp_path, small_case, args, messag
     monkeypatch.chdir(tmp_path)
     result = run_cli("--genome", fasta, "--motifs", meme, *args)
     assert result.exit_code == 2, result.output
-    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output
 
 
@@ -234,6 +248,10 @@ def test_cli_writes_through_a_fifo(tmp_path, small_case):
     assert result.exit_code == 0, result.output
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still a FIFO, not replaced by a file
     assert got["data"] == reference_text(fasta, load_motifs(meme), pvalue=1e-3)
+    if os.path.exists("/dev/null"):  # a device: written through, never replaced
+        result = run_cli("--genome", fasta, "--motifs", meme, "--pvalue", "1e-3", "-o", "/dev/null")
+        assert result.exit_code == 0, result.output
+        assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
 def test_bad_genome_is_a_one_line_error(tmp_path, small_case):
@@ -241,6 +259,7 @@ def test_bad_genome_is_a_one_line_error(tmp_path, small_case):
     bad = tmp_path / "bad.fa"
     bad.write_text(">a\nACGT\nAC!T\n")
     result = run_cli("--genome", bad, "--motifs", meme)
-    assert result.exit_code == 2 and "line 3: invalid character '!'" in result.output
+    assert result.exit_code == 2
+    assert "line 3: invalid character '!'" in result.output
     with pytest.raises(InputError, match="no such file"):
         scan_genome_file(tmp_path / "missing.fa", load_motifs(meme), io.BytesIO())
