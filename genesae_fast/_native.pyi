@@ -88,5 +88,15 @@ def scan_pssms(
 ) -> Any:
     """Exact integer PWM scan: hits as (entry int32, seq int32, start int64, score int32) arrays."""
 
+def scan_simd_paths() -> list[str]:
+    """Kernels this build and CPU can run: 'baseline' and, on x86-64 with AVX2, 'avx2'."""
+
+def scan_simd_active() -> str:
+    """The kernel a scan started now would use (GENESAE_SCAN_SIMD=baseline forces 'baseline')."""
+
+class StreamScanner:
+    """Streaming exact PWM scan (csrc/scan_stream.cpp); used only by genesae_fast.scan_stream."""
+    def __getattr__(self, name: str) -> Any: ...
+
 def __getattr__(name: str) -> Any:
     """Bindings added after these stubs were written (kept loose, see tests/test_native_stubs.py)."""

@@ -9,6 +9,7 @@ codes, and bad input gives ``read_fasta``'s one-line errors.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import re
@@ -43,18 +44,23 @@ class Piece:
     first: bool
 
 
-def _open(path: Path) -> BinaryIO:
+@contextlib.contextmanager
+def _open(path: Path) -> Iterator[BinaryIO]:
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed by iter_pieces
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the gzip layer
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, expected a FASTA file") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
-    if fh.peek(2)[:2] == _GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=fh)  # reads every member: BGZF too
-    return fh
+    with fh:
+        if fh.peek(2)[:2] == _GZIP_MAGIC:
+            # GzipFile(fileobj=...) does not close the file it wraps: both are closed here
+            with gzip.GzipFile(fileobj=fh) as gz:  # reads every member: BGZF too
+                yield gz
+        else:
+            yield fh
 
 
 def _line_count(piece: bytes) -> int:

@@ -108,8 +108,11 @@ def _text_bins(scanner, prep: PreparedMotifs, n_str: int, first: int, last: int)
         for i, s, p, q in zip(entries, s_list, p_list, q_list, strict=True):
             # S / scale + w * offset: the same double operations as ScaledPSSM.raw_score
             values.append((s.astype(np.float64) / flat[i].scale + float(flat[i].width) * flat[i].offset, p, q))
-    cat = (lambda xs: np.concatenate(xs).astype(np.float64) if xs else np.zeros(0))
-    return offsets, scores, cat([v[0] for v in values]), cat([v[1] for v in values]), cat([v[2] for v in values])
+    return offsets, scores, *(_cat_f64([v[j] for v in values]) for j in range(3))
+
+
+def _cat_f64(parts: list) -> np.ndarray:
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
 
 
 def _batches(scanner, max_hits: int):
