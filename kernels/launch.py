@@ -130,10 +130,14 @@ def encode_plan(B: int, n: int, d: int, k: int, half: bool, dev: DeviceSpec, spl
     n_tiles = cdiv(n, block_n)
     # at most 2048 candidates per row, so the merge's bitonic top-k stays small (few rows,
     # e.g. inference on a handful of tokens, would otherwise ask for one split per tile)
-    s = splits or encode_splits(row_blocks, n_tiles, dev.sm_count, max_splits=max(1, 2048 // k_pad))
+    max_splits = max(1, 2048 // k_pad)
+    s = splits or encode_splits(row_blocks, n_tiles, dev.sm_count, max_splits=max_splits)
     tiles = cdiv(n_tiles, s)  # whole tiles per split
     if cdiv(n_tiles, tiles) < s:  # rounding up lost splits (e.g. 4 tiles in 3): round down
         tiles = max(1, n_tiles // s)
+    if not splits and cdiv(n_tiles, tiles) > max_splits:
+        # rounding down can add splits past the merge's candidate budget: take them back
+        tiles = cdiv(n_tiles, max_splits)
     split_len = tiles * block_n
     s = cdiv(n, split_len)
     split = KernelPlan(
