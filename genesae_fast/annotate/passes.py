@@ -184,17 +184,33 @@ def _motif_hits(hits: dict, n: int, g0: int, g1: int) -> list:
 
 
 def _tally(acts, layout, levels, T: int, concept_hits: list) -> Tally:
-    """Counts of every concept of the block; hits in global coordinates."""
-    F = acts.n_features
-    t = Tally.empty(len(concept_hits), F, T)
-    o = layout.origin
-    for i, ((fs, fe), (ts, te)) in enumerate(concept_hits):
-        tp_hist, n_pos = C.tp_levels(acts, layout, levels, T, ts - o, te - o)
-        t.tp[i] = C._above(tp_hist)
-        t.n_pos[i] = n_pos
-        t.found[i] = C._above(C.found_levels(acts, layout, levels, T, fs - o, fe - o))
-        t.n_hits[i] = np.bincount(layout.part(fs - o), minlength=2)[:2]
-    return t
+    """Counts of every concept of the block at once; hits in global coordinates.
+
+    ``concept_hits[i]`` = ((found starts, ends), (tp starts, ends)): the hits starting in
+    the block, and every hit cut to the block (its positive bases).
+    """
+    n_c, o = len(concept_hits), layout.origin
+    t = Tally.empty(0, acts.n_features, T)
+    if n_c == 0:
+        return t
+
+    def cat(which, sel):
+        parts = [concept_hits[i][which] for i in sel]
+        s = np.concatenate([a for a, _ in parts] + [np.zeros(0, np.int64)]) - o
+        e = np.concatenate([b for _, b in parts] + [np.zeros(0, np.int64)]) - o
+        cid = np.repeat(np.asarray(sel, np.int64), [a.shape[0] for a, _ in parts]) if parts else np.zeros(0, np.int64)
+        return s, e, cid
+
+    tp_hist, n_pos = C.multi_tp_levels(acts, layout, levels, T, *cat(1, range(n_c)), n_c)
+    # 1-bp hits at distinct bases (codon positions): a hit is found iff its base is on
+    unit = [i for i, ((s, e), _) in enumerate(concept_hits)
+            if s.size and np.all(e - s == 1) and np.unique(s).shape[0] == s.shape[0]]
+    rest = [i for i in range(n_c) if i not in set(unit)]
+    found_hist = C.multi_found_levels(acts, layout, levels, T, *cat(0, rest), n_c)
+    found_hist[unit] = tp_hist[unit]
+    fs, _, fcid = cat(0, range(n_c))
+    n_hits = np.bincount(fcid * 2 + layout.part(fs), minlength=2 * n_c).reshape(n_c, 2).astype(np.int64)
+    return Tally(C._above(tp_hist), C._above(found_hist), n_hits, n_pos)
 
 
 def counts_block(b: int, p: CountParams) -> Pass2:

@@ -78,13 +78,37 @@ def annotate_streamed(job: Job, work: Path, *, workers: int = 1, checkpoint_bloc
 
     threads = torch.get_num_threads()
     r = make_runner(job, work / "state", workers=workers, checkpoint_blocks=checkpoint_blocks, progress=progress)
+    _claim(work, r)
+    ok = False
     try:
-        return _passes(r, job)
+        out = _passes(r, job)
+        ok = True
+        return out
     finally:
         if r.pool is not None:
-            r.pool.close()
+            if ok:
+                r.pool.close()
+            else:
+                r.pool.terminate()  # Ctrl-C: do not wait for the queued blocks
             r.pool.join()
         torch.set_num_threads(threads)
+
+
+def _claim(work: Path, r) -> None:
+    """Start afresh (no state, no pieces) unless ``work`` holds a run of the same inputs."""
+    import shutil
+
+    key_file = work / "key.txt"
+    if r.rank == 0:
+        if not key_file.is_file() or key_file.read_text() != r.key:
+            for sub in ("state", "pieces"):
+                shutil.rmtree(work / sub, ignore_errors=True)
+            work.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(r.key)
+    if r.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _passes(r, job: Job):
