@@ -202,9 +202,11 @@ def _tally(acts, layout, levels, T: int, concept_hits: list) -> Tally:
         return s, e, cid
 
     tp_hist, n_pos = C.multi_tp_levels(acts, layout, levels, T, *cat(1, range(n_c)), n_c)
-    # 1-bp hits at distinct bases (codon positions): a hit is found iff its base is on
-    unit = [i for i, ((s, e), _) in enumerate(concept_hits)
-            if s.size and np.all(e - s == 1) and np.unique(s).shape[0] == s.shape[0]]
+    # 1-bp hits at distinct bases (codon positions), none running in from before the block:
+    # a hit is found iff its base is on, so found = tp
+    unit = [i for i, ((s, e), (ts, te)) in enumerate(concept_hits)
+            if s.size and np.all(e - s == 1) and np.unique(s).shape[0] == s.shape[0]
+            and ts.shape == s.shape and np.all(te - ts == 1)]  # 1-bp tp hits are the found ones
     rest = [i for i in range(n_c) if i not in set(unit)]
     found_hist = C.multi_found_levels(acts, layout, levels, T, *cat(0, rest), n_c)
     found_hist[unit] = tp_hist[unit]
