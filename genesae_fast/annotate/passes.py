@@ -21,7 +21,7 @@ from genesae_fast.annotate.accumulators import Moments, Pass2, Pass3, Tally, nar
 from genesae_fast.annotate.peaks import Candidates
 from genesae_fast.annotate.pieces import bed_lines, bedgraph_lines, write_piece
 from genesae_fast.annotate.sources import overlapping
-from genesae_fast.annotate.window import encode_topk, read_window, window_rows
+from genesae_fast.annotate.window import ENCODE_ROWS, read_window, window_rows
 
 
 @dataclass
@@ -76,7 +76,6 @@ def run_block(task):
 # ---------------------------------------------------------------------------- pass 1
 def moments_block(b: int, params) -> Moments:
     """Firing statistics of the tokens that start in block ``b``."""
-    from genesae_fast.annotate.encode import encode_rows
     from genesae_fast.kmers import count_kmers
 
     job, store, sae = _resources()
@@ -85,18 +84,9 @@ def moments_block(b: int, params) -> Moments:
     m = Moments.empty(F, d)
     r0, r1 = _owned_rows(store, job.genome, g0, g1)
     if r1 > r0:
-        x = store.read_rows(r0, r1)
-        vals, idx, x_hat = encode_rows(sae, x)
-        a = C.SparseActs.from_topk(vals, idx, F)
-        c = x.astype(np.float64) - np.asarray(store.mean, np.float64)
-        m.n_tokens, m.nnz = r1 - r0, int(a.ptr[-1])
-        m.n_active = np.bincount(a.feat, minlength=F).astype(np.int64)
-        np.maximum.at(m.fmax, a.feat, a.val)
-        m.vbins = np.bincount(a.feat.astype(np.int64) * m.vbins.shape[1] + value_bins(a.val),
-                              minlength=m.vbins.size).reshape(m.vbins.shape).astype(np.int64)
-        m.dmax = np.concatenate([c.max(axis=0), (-c).max(axis=0)]).astype(np.float32)
-        sse = float(np.sum((x - x_hat) ** 2, dtype=np.float64))
-        part = np.concatenate([[sse, float(np.sum(c * c))], np.bincount(a.feat, weights=a.val, minlength=F)])
+        part = np.zeros(2 + F)
+        for a0 in range(r0, r1, ENCODE_ROWS):  # bounded temporaries (dense pre-activations)
+            _moments_rows(m, part, store, sae, a0, min(a0 + ENCODE_ROWS, r1))
     else:
         part = np.zeros(2 + F)
     m.partials = {b: part}
@@ -105,6 +95,27 @@ def moments_block(b: int, params) -> Moments:
     km = count_kmers([job.genome.codes[g0:min(g1 + k - 1, G)]], k, threads=1)  # k-mers starting in the block
     m.kmers = (np.asarray(km[0], np.uint64), np.asarray(km[1], np.int64))
     return m
+
+
+def _moments_rows(m: Moments, part: np.ndarray, store, sae, r0: int, r1: int) -> None:
+    """Fold rows ``[r0, r1)`` into ``m`` and the block's float partials ``part`` (in place)."""
+    from genesae_fast.annotate.encode import encode_rows
+
+    F = m.n_active.shape[0]
+    x = store.read_rows(r0, r1)
+    vals, idx, x_hat = encode_rows(sae, x)
+    a = C.SparseActs.from_topk(vals, idx, F)
+    c = x.astype(np.float64) - np.asarray(store.mean, np.float64)
+    m.n_tokens += r1 - r0
+    m.nnz += int(a.ptr[-1])
+    m.n_active += np.bincount(a.feat, minlength=F).astype(np.int64)
+    np.maximum.at(m.fmax, a.feat, a.val)
+    m.vbins += np.bincount(a.feat.astype(np.int64) * m.vbins.shape[1] + value_bins(a.val),
+                           minlength=m.vbins.size).reshape(m.vbins.shape)
+    m.dmax = np.maximum(m.dmax, np.concatenate([c.max(axis=0), (-c).max(axis=0)]).astype(np.float32))
+    part[0] += float(np.sum((x - x_hat) ** 2, dtype=np.float64))
+    part[1] += float(np.sum(c * c))
+    part[2:] += np.bincount(a.feat, weights=a.val, minlength=F)
 
 
 def _owned_rows(store, genome, g0: int, g1: int) -> tuple[int, int]:
