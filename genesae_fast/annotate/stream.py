@@ -122,7 +122,10 @@ def _in_order(pool, tasks: list):
         if len(pending) >= window:
             break
     while pending:
-        out = pending.popleft().get()
+        head = pending.popleft()
+        while not head.ready():
+            head.wait(0.5)  # a timed wait: Ctrl-C interrupts it (an untimed get() is not)
+        out = head.get()
         nxt = next(it, None)
         if nxt is not None:
             pending.append(pool.apply_async(P.run_block, (nxt,)))
