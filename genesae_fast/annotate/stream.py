@@ -112,23 +112,22 @@ def run_pass(r: Runner, name: str, params: dict):
 
 def _in_order(pool, tasks: list):
     """Results of ``tasks`` in order, with at most two tasks per worker in flight: block
-    results wait in memory only that long, whatever the genome size (imap has no bound)."""
+    results wait in memory only that long, whatever the genome size. ``pool`` is a
+    ProcessPoolExecutor: a worker that dies (OOM killer, kill -9) raises BrokenProcessPool
+    here instead of leaving the run waiting."""
     from collections import deque
 
-    window = 2 * max(1, getattr(pool, "_processes", 1))
+    window = 2 * max(1, getattr(pool, "_max_workers", 1))
     pending, it = deque(), iter(tasks)
     for t in it:
-        pending.append(pool.apply_async(P.run_block, (t,)))
+        pending.append(pool.submit(P.run_block, t))
         if len(pending) >= window:
             break
     while pending:
-        head = pending.popleft()
-        while not head.ready():
-            head.wait(0.5)  # a timed wait: Ctrl-C interrupts it (an untimed get() is not)
-        out = head.get()
+        out = pending.popleft().result()
         nxt = next(it, None)
         if nxt is not None:
-            pending.append(pool.apply_async(P.run_block, (nxt,)))
+            pending.append(pool.submit(P.run_block, nxt))
         yield out
 
 

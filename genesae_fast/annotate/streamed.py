@@ -57,8 +57,10 @@ def make_runner(job: Job, state: Path, *, workers: int, checkpoint_blocks: int, 
     r = S.Runner(job, Path(state), S.job_key(job, f"{world}"), rank, world, None, checkpoint_blocks, progress)
     if workers > 1:
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
 
-        r.pool = mp.get_context("spawn").Pool(workers, initializer=worker_init, initargs=(job,))
+        r.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=worker_init,
+                                     initargs=(job,))
     else:
         worker_init(job)
     return r
@@ -86,11 +88,8 @@ def annotate_streamed(job: Job, work: Path, *, workers: int = 1, checkpoint_bloc
         return out
     finally:
         if r.pool is not None:
-            if ok:
-                r.pool.close()
-            else:
-                r.pool.terminate()  # Ctrl-C: do not wait for the queued blocks
-            r.pool.join()
+            # Ctrl-C or an error: drop the queued blocks, do not wait for them
+            r.pool.shutdown(wait=ok, cancel_futures=not ok)
         torch.set_num_threads(threads)
 
 
