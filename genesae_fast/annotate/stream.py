@@ -124,11 +124,20 @@ def _in_order(pool, tasks: list):
         if len(pending) >= window:
             break
     while pending:
-        out = pending.popleft().result()
+        out = _result(pending.popleft())
         nxt = next(it, None)
         if nxt is not None:
             pending.append(pool.submit(P.run_block, nxt))
         yield out
+
+
+def _result(fut):
+    """A future's result through timed waits: Ctrl-C interrupts those (an untimed wait is not)."""
+    while True:
+        try:
+            return fut.result(timeout=0.5)
+        except TimeoutError:
+            continue
 
 
 def _gather(r: Runner, acc):
