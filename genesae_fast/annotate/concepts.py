@@ -469,3 +469,60 @@ def tail_pvalues(observed: np.ndarray, null: np.ndarray, n_tail: int = 100, min_
         p_tail = (n_tail / n) * np.exp(-z / sigma)
     n_ge = n - np.searchsorted(null, obs, side="left")
     return np.where((obs > u) & (n_ge < min_exceed), p_tail, p)
+
+
+def _tagged_expand(start: np.ndarray, end: np.ndarray, tag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of many intervals and the tag (concept or hit id) of each: two (sum(len),) arrays."""
+    return _expand(start, end), np.repeat(tag, end - start)
+
+
+def multi_tp_levels(acts: SparseActs, layout: Layout, levels: np.ndarray, T: int, start: np.ndarray,
+                    end: np.ndarray, cid: np.ndarray, n_concepts: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`tp_levels` of many concepts at once (hit i belongs to concept ``cid[i]``).
+
+    Returns (C, F, 2, T+1) int64 histograms and (C, 2) positive bases per part.
+    """
+    F, L = acts.n_features, max(layout.genome_length, 1)
+    pos, tag = _tagged_expand(start, end, cid)
+    key = _sorted_unique(tag * L + pos)  # each positive base once per concept
+    tag, pos = key // L, key % L
+    part = layout.part(pos)
+    n_pos = np.bincount(tag * 2 + part, minlength=n_concepts * 2).reshape(n_concepts, 2).astype(np.int64)
+    nbins = n_concepts * F * 2 * (T + 1)
+    hist = np.zeros(nbins, np.int64)
+    for a in range(0, pos.shape[0], _CHUNK_BASES):
+        p, t, pt = pos[a:a + _CHUNK_BASES], tag[a:a + _CHUNK_BASES], part[a:a + _CHUNK_BASES]
+        tok = layout.pos_token[p]
+        has = np.flatnonzero(tok >= 0)
+        entries, owner = _gather(acts, tok[has])
+        k = ((t[has][owner] * F + acts.feat[entries]) * 2 + pt[has][owner]) * (T + 1) + levels[entries]
+        hist += np.bincount(k, minlength=nbins)
+    return hist.reshape(n_concepts, F, 2, T + 1), n_pos
+
+
+def multi_found_levels(acts: SparseActs, layout: Layout, levels: np.ndarray, T: int, start: np.ndarray,
+                       end: np.ndarray, cid: np.ndarray, n_concepts: int) -> np.ndarray:
+    """:func:`found_levels` of many concepts at once: (C, F, 2, T+1) int64."""
+    F, H = acts.n_features, start.shape[0]
+    nbins = n_concepts * F * 2 * (T + 1)
+    found = np.zeros(nbins, np.int64)
+    hit_base = (cid * F * 2 + layout.part(start)) if H else np.zeros(0, np.int64)  # (concept, part) of each hit
+    dense = H * F <= _DENSE_PAIRS
+    top_all = np.zeros(H * F if dense else 0, dtype=np.int8)
+    for h0, h1 in _hit_groups(start, end):
+        key, lev = _hit_feature_levels(acts, layout, levels, start, end, h0, h1)
+        if dense:  # a (hit, feature) table of top levels, raised level by level
+            for level in range(1, T + 1):
+                top_all[key[lev >= level]] = level
+            continue
+        combo = _sorted_unique(key * (T + 1) + lev)
+        pair = combo // (T + 1)
+        last = np.ones(combo.shape[0], dtype=bool)
+        last[:-1] = pair[1:] != pair[:-1]  # sorted: the last entry of a pair has its top level
+        pair, top = pair[last], combo[last] % (T + 1)
+        found += np.bincount((hit_base[pair // F] + (pair % F) * 2) * (T + 1) + top, minlength=nbins)
+    if dense:
+        pair = np.flatnonzero(top_all)
+        top = top_all[pair].astype(np.int64)
+        found += np.bincount((hit_base[pair // F] + (pair % F) * 2) * (T + 1) + top, minlength=nbins)
+    return found.reshape(n_concepts, F, 2, T + 1)

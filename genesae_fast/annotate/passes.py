@@ -21,7 +21,7 @@ from genesae_fast.annotate.accumulators import Moments, Pass2, Pass3, Tally, nar
 from genesae_fast.annotate.peaks import Candidates
 from genesae_fast.annotate.pieces import bed_lines, bedgraph_lines, write_piece
 from genesae_fast.annotate.sources import overlapping
-from genesae_fast.annotate.window import encode_topk, read_window, window_rows
+from genesae_fast.annotate.window import ENCODE_ROWS, read_window, window_rows
 
 
 @dataclass
@@ -76,7 +76,6 @@ def run_block(task):
 # ---------------------------------------------------------------------------- pass 1
 def moments_block(b: int, params) -> Moments:
     """Firing statistics of the tokens that start in block ``b``."""
-    from genesae_fast.annotate.encode import encode_rows
     from genesae_fast.kmers import count_kmers
 
     job, store, sae = _resources()
@@ -85,18 +84,9 @@ def moments_block(b: int, params) -> Moments:
     m = Moments.empty(F, d)
     r0, r1 = _owned_rows(store, job.genome, g0, g1)
     if r1 > r0:
-        x = store.read_rows(r0, r1)
-        vals, idx, x_hat = encode_rows(sae, x)
-        a = C.SparseActs.from_topk(vals, idx, F)
-        c = x.astype(np.float64) - np.asarray(store.mean, np.float64)
-        m.n_tokens, m.nnz = r1 - r0, int(a.ptr[-1])
-        m.n_active = np.bincount(a.feat, minlength=F).astype(np.int64)
-        np.maximum.at(m.fmax, a.feat, a.val)
-        m.vbins = np.bincount(a.feat.astype(np.int64) * m.vbins.shape[1] + value_bins(a.val),
-                              minlength=m.vbins.size).reshape(m.vbins.shape).astype(np.int64)
-        m.dmax = np.concatenate([c.max(axis=0), (-c).max(axis=0)]).astype(np.float32)
-        sse = float(np.sum((x - x_hat) ** 2, dtype=np.float64))
-        part = np.concatenate([[sse, float(np.sum(c * c))], np.bincount(a.feat, weights=a.val, minlength=F)])
+        part = np.zeros(2 + F)
+        for a0 in range(r0, r1, ENCODE_ROWS):  # bounded temporaries (dense pre-activations)
+            _moments_rows(m, part, store, sae, a0, min(a0 + ENCODE_ROWS, r1))
     else:
         part = np.zeros(2 + F)
     m.partials = {b: part}
@@ -105,6 +95,27 @@ def moments_block(b: int, params) -> Moments:
     km = count_kmers([job.genome.codes[g0:min(g1 + k - 1, G)]], k, threads=1)  # k-mers starting in the block
     m.kmers = (np.asarray(km[0], np.uint64), np.asarray(km[1], np.int64))
     return m
+
+
+def _moments_rows(m: Moments, part: np.ndarray, store, sae, r0: int, r1: int) -> None:
+    """Fold rows ``[r0, r1)`` into ``m`` and the block's float partials ``part`` (in place)."""
+    from genesae_fast.annotate.encode import encode_rows
+
+    F = m.n_active.shape[0]
+    x = store.read_rows(r0, r1)
+    vals, idx, x_hat = encode_rows(sae, x)
+    a = C.SparseActs.from_topk(vals, idx, F)
+    c = x.astype(np.float64) - np.asarray(store.mean, np.float64)
+    m.n_tokens += r1 - r0
+    m.nnz += int(a.ptr[-1])
+    m.n_active += np.bincount(a.feat, minlength=F).astype(np.int64)
+    np.maximum.at(m.fmax, a.feat, a.val)
+    m.vbins += np.bincount(a.feat.astype(np.int64) * m.vbins.shape[1] + value_bins(a.val),
+                           minlength=m.vbins.size).reshape(m.vbins.shape)
+    m.dmax = np.maximum(m.dmax, np.concatenate([c.max(axis=0), (-c).max(axis=0)]).astype(np.float32))
+    part[0] += float(np.sum((x - x_hat) ** 2, dtype=np.float64))
+    part[1] += float(np.sum(c * c))
+    part[2:] += np.bincount(a.feat, weights=a.val, minlength=F)
 
 
 def _owned_rows(store, genome, g0: int, g1: int) -> tuple[int, int]:
@@ -184,17 +195,35 @@ def _motif_hits(hits: dict, n: int, g0: int, g1: int) -> list:
 
 
 def _tally(acts, layout, levels, T: int, concept_hits: list) -> Tally:
-    """Counts of every concept of the block; hits in global coordinates."""
-    F = acts.n_features
-    t = Tally.empty(len(concept_hits), F, T)
-    o = layout.origin
-    for i, ((fs, fe), (ts, te)) in enumerate(concept_hits):
-        tp_hist, n_pos = C.tp_levels(acts, layout, levels, T, ts - o, te - o)
-        t.tp[i] = C._above(tp_hist)
-        t.n_pos[i] = n_pos
-        t.found[i] = C._above(C.found_levels(acts, layout, levels, T, fs - o, fe - o))
-        t.n_hits[i] = np.bincount(layout.part(fs - o), minlength=2)[:2]
-    return t
+    """Counts of every concept of the block at once; hits in global coordinates.
+
+    ``concept_hits[i]`` = ((found starts, ends), (tp starts, ends)): the hits starting in
+    the block, and every hit cut to the block (its positive bases).
+    """
+    n_c, o = len(concept_hits), layout.origin
+    t = Tally.empty(0, acts.n_features, T)
+    if n_c == 0:
+        return t
+
+    def cat(which, sel):
+        parts = [concept_hits[i][which] for i in sel]
+        s = np.concatenate([a for a, _ in parts] + [np.zeros(0, np.int64)]) - o
+        e = np.concatenate([b for _, b in parts] + [np.zeros(0, np.int64)]) - o
+        cid = np.repeat(np.asarray(sel, np.int64), [a.shape[0] for a, _ in parts]) if parts else np.zeros(0, np.int64)
+        return s, e, cid
+
+    tp_hist, n_pos = C.multi_tp_levels(acts, layout, levels, T, *cat(1, range(n_c)), n_c)
+    # 1-bp hits at distinct bases (codon positions), none running in from before the block:
+    # a hit is found iff its base is on, so found = tp
+    unit = [i for i, ((s, e), (ts, te)) in enumerate(concept_hits)
+            if s.size and np.all(e - s == 1) and np.unique(s).shape[0] == s.shape[0]
+            and ts.shape == s.shape and np.all(te - ts == 1)]  # 1-bp tp hits are the found ones
+    rest = [i for i in range(n_c) if i not in set(unit)]
+    found_hist = C.multi_found_levels(acts, layout, levels, T, *cat(0, rest), n_c)
+    found_hist[unit] = tp_hist[unit]
+    fs, _, fcid = cat(0, range(n_c))
+    n_hits = np.bincount(fcid * 2 + layout.part(fs), minlength=2 * n_c).reshape(n_c, 2).astype(np.int64)
+    return Tally(C._above(tp_hist), C._above(found_hist), n_hits, n_pos)
 
 
 def counts_block(b: int, p: CountParams) -> Pass2:

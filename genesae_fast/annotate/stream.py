@@ -91,7 +91,7 @@ def run_pass(r: Runner, name: str, params: dict):
     done, acc = _load_state(r, name)
     todo = [b for b in r.my_blocks() if b not in done]
     tasks = [(name, b, params[b]) for b in todo]
-    results = r.pool.imap(P.run_block, tasks) if r.pool is not None else map(P.run_block, tasks)
+    results = _in_order(r.pool, tasks) if r.pool is not None else map(P.run_block, tasks)
     since = 0
     for b, delta in tqdm(results, total=len(tasks), desc=name, unit="block", disable=not r.progress):
         acc = delta if acc is None else acc.merge(delta)
@@ -108,6 +108,36 @@ def run_pass(r: Runner, name: str, params: dict):
     if r.progress:
         tqdm.write(f"annotate: pass {name} on {len(tasks)} blocks: {time.perf_counter() - t0:.1f} s")
     return out
+
+
+def _in_order(pool, tasks: list):
+    """Results of ``tasks`` in order, with at most two tasks per worker in flight: block
+    results wait in memory only that long, whatever the genome size. ``pool`` is a
+    ProcessPoolExecutor: a worker that dies (OOM killer, kill -9) raises BrokenProcessPool
+    here instead of leaving the run waiting."""
+    from collections import deque
+
+    window = 2 * max(1, getattr(pool, "_max_workers", 1))
+    pending, it = deque(), iter(tasks)
+    for t in it:
+        pending.append(pool.submit(P.run_block, t))
+        if len(pending) >= window:
+            break
+    while pending:
+        out = _result(pending.popleft())
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(P.run_block, nxt))
+        yield out
+
+
+def _result(fut):
+    """A future's result through timed waits: Ctrl-C interrupts those (an untimed wait is not)."""
+    while True:
+        try:
+            return fut.result(timeout=0.5)
+        except TimeoutError:
+            continue
 
 
 def _gather(r: Runner, acc):

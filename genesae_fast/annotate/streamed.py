@@ -57,8 +57,10 @@ def make_runner(job: Job, state: Path, *, workers: int, checkpoint_blocks: int, 
     r = S.Runner(job, Path(state), S.job_key(job, f"{world}"), rank, world, None, checkpoint_blocks, progress)
     if workers > 1:
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
 
-        r.pool = mp.get_context("spawn").Pool(workers, initializer=worker_init, initargs=(job,))
+        r.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=worker_init,
+                                     initargs=(job,))
     else:
         worker_init(job)
     return r
@@ -78,13 +80,34 @@ def annotate_streamed(job: Job, work: Path, *, workers: int = 1, checkpoint_bloc
 
     threads = torch.get_num_threads()
     r = make_runner(job, work / "state", workers=workers, checkpoint_blocks=checkpoint_blocks, progress=progress)
+    _claim(work, r)
+    ok = False
     try:
-        return _passes(r, job)
+        out = _passes(r, job)
+        ok = True
+        return out
     finally:
         if r.pool is not None:
-            r.pool.close()
-            r.pool.join()
+            # Ctrl-C or an error: drop the queued blocks, do not wait for them
+            r.pool.shutdown(wait=ok, cancel_futures=not ok)
         torch.set_num_threads(threads)
+
+
+def _claim(work: Path, r) -> None:
+    """Start afresh (no state, no pieces) unless ``work`` holds a run of the same inputs."""
+    import shutil
+
+    key_file = work / "key.txt"
+    if r.rank == 0:
+        if not key_file.is_file() or key_file.read_text() != r.key:
+            for sub in ("state", "pieces"):
+                shutil.rmtree(work / sub, ignore_errors=True)
+            work.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(r.key)
+    if r.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _passes(r, job: Job):

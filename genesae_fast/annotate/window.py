@@ -75,14 +75,23 @@ class Window:
         return (self.tok_start >= g0) & (self.tok_start < g1)
 
 
+# rows encoded at once: the encoder builds a dense (rows, n_latents) pre-activation, so
+# this bounds a worker's memory (16384 x 768 float32 = 50 MB) whatever the block size
+ENCODE_ROWS = 16384
+
+
 def encode_topk(sae, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """SAE codes of ``x`` (n, d): (vals [n, k] float32, idx [n, k]); values <= 0 do not fire."""
     import torch
 
+    vals, idx = [], []
     with torch.no_grad():
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        vals, idx = sae.encode(sae.normalize(xt))
-        return vals.float().cpu().numpy(), idx.cpu().numpy()
+        for a in range(0, max(x.shape[0], 1), ENCODE_ROWS):
+            xt = torch.from_numpy(np.ascontiguousarray(x[a:a + ENCODE_ROWS], dtype=np.float32))
+            v, i = sae.encode(sae.normalize(xt))
+            vals.append(v.float().cpu().numpy())
+            idx.append(i.cpu().numpy())
+    return np.concatenate(vals), np.concatenate(idx)
 
 
 def read_window(store, sae, genome, lo: int, hi: int, split_block: int, n_latents: int) -> Window:
