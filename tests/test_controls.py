@@ -75,7 +75,8 @@ def _run(codes, channels, motifs, seed=0):
     enc = Encoded(SparseActs.from_dense(dense), None, 0.0, float((dense > 0).sum(1).mean()))
     n = codes.shape[0]
     return annotate_encoded(Genome.from_records([rec]), np.zeros(n, np.int64), np.arange(n), np.arange(n) + 1, enc,
-                            motifs, hits, ctrl, None, Config(min_active=5, neurons=False, seed=seed))
+                            motifs=motifs, real_hits=hits, control_hits=ctrl,
+                            cfg=Config(min_active=5, neurons=False, seed=seed))
 
 
 def _called(res, q=0.05):

@@ -48,7 +48,8 @@ def ann_dir(tmp_path_factory):
     enc = Encoded(SparseActs.from_dense(dense), SparseActs.from_dense(dense[:, :4]), 0.05, 2.0)
     calls = predict_genes([rec])
     res = annotate_encoded(Genome.from_records([rec]), np.zeros(n, np.int64), np.arange(n), np.arange(n) + 1, enc,
-                           motifs, hits, ctrl, calls, Config(min_active=5, gene_shifts=2))
+                           motifs=motifs, real_hits=hits, control_hits=ctrl, gene_calls=calls,
+                           cfg=Config(min_active=5, gene_shifts=2))
     res.summary["sae"] = str(d / "sae")
     write_result(res, d / "ann", Genome.from_records([rec]), motifs, hits)
     # gene calls as BED6, the form the atlas reads (genes.bed)

@@ -1,8 +1,7 @@
 """Annotating SAEs of other formats: the same weights give the same feature tables.
 
-``genesae annotate`` reads the SAE through ``load_any`` once the lead wires it into
-``annotate.folder.load_inputs``; until then the ``any_format`` fixture wraps ``load_inputs``
-so the folder's SAE comes from ``load_any`` (delete the shim after the switch).
+``genesae annotate`` reads the SAE through ``load_any`` (``annotate.folder.load_sae``), in
+the main process and in every worker of the streamed annotation.
 """
 from __future__ import annotations
 
@@ -36,24 +35,6 @@ def store_and_sae(tmp_path_factory):
     return d, st, sae
 
 
-@pytest.fixture
-def any_format(monkeypatch, store_and_sae):
-    """Make annotate read its SAE with load_any (what load_inputs will do after the switch)."""
-    from genesae_fast.annotate import folder
-    from genesae_fast.sae_formats import check_compatible, load_any
-
-    original = folder.load_inputs
-    ours = store_and_sae[0] / "ours"
-
-    def load_inputs(store_path, sae_path, genome=None, device="cpu"):
-        store, _, records, genome_path = original(store_path, ours, genome, device)
-        sae = load_any(sae_path, device=device)
-        check_compatible(sae, store)
-        return store, sae, records, genome_path
-
-    monkeypatch.setattr(folder, "load_inputs", load_inputs)
-
-
 def annotate_with(d, sae_dir, name):
     from genesae_fast.annotate import annotate
     from genesae_fast.annotate.core import Config
@@ -72,7 +53,7 @@ def write_dictionary_learning(path, sae):
     (path / "config.json").write_text(json.dumps({"trainer": {"dict_class": "AutoEncoderTopK", "k": sae.k}}))
 
 
-def test_each_format_annotates_to_the_same_tables(store_and_sae, any_format):
+def test_each_format_annotates_to_the_same_tables(store_and_sae):
     from genesae_fast.sae_formats.export import export_sae
 
     d, _, sae = store_and_sae
@@ -87,7 +68,7 @@ def test_each_format_annotates_to_the_same_tables(store_and_sae, any_format):
         assert summary["l0"] == ref_summary["l0"] and summary["fvu"] == pytest.approx(ref_summary["fvu"], rel=1e-5)
 
 
-def test_a_jumprelu_sae_annotates_with_variable_l0(store_and_sae, any_format):
+def test_a_jumprelu_sae_annotates_with_variable_l0(store_and_sae):
     from safetensors.torch import save_file
 
     d, st, sae = store_and_sae

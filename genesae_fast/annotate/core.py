@@ -197,7 +197,7 @@ def _all_candidates(acts: C.SparseActs, layout: C.Layout) -> Candidates:
                                    acts.n_features)
 
 
-def annotate_encoded(genome: Genome, tok_seq, tok_start, tok_end, encoded, motifs=None, real_hits=None,
+def annotate_encoded(genome: Genome, tok_seq, tok_start, tok_end, encoded, *, motifs=None, real_hits=None,
                      control_hits=None, gene_calls=None, cfg: Config | None = None, progress=False) -> Result:
     """Annotate features from in-memory inputs.
 

@@ -35,12 +35,11 @@ def _genome_for(store, genome):
 
 
 def load_sae(sae_path, device: str = "cpu"):
-    """The SAE of a folder, in eval mode (workers of the streamed annotation call this too)."""
-    from genesae_fast.sae import TopKSAE
+    """The SAE of a folder in any format ``load_any`` reads (ours, SAELens, sparsify,
+    dictionary_learning), in eval mode; workers of the streamed annotation call this too."""
+    from genesae_fast.sae_formats import load_any
 
-    if not (Path(sae_path) / "sae.safetensors").is_file():
-        raise InputError(f"{sae_path}: not an SAE folder (no sae.safetensors)")
-    sae = TopKSAE.load(sae_path, device=device)
+    sae = load_any(sae_path, device=device)
     sae.eval()
     return sae
 
@@ -54,6 +53,7 @@ def n_latents_of(sae) -> int:
 
 def load_inputs(store_path, sae_path, genome=None, device="cpu"):
     """Open the store and the SAE and read the genome; check they fit together."""
+    from genesae_fast.sae_formats import check_compatible
     from genesae_fast.sequences import read_fasta
     from genesae_fast.store import ActivationStore
 
@@ -61,8 +61,7 @@ def load_inputs(store_path, sae_path, genome=None, device="cpu"):
     if not store.has_coordinates:
         raise InputError(f"{store_path}: the store has no genome coordinates (imported?); annotate needs them")
     sae = load_sae(sae_path, device)
-    if int(sae.config["d_in"]) != store.d:
-        raise InputError(f"{sae_path}: SAE input size {sae.config['d_in']} does not match the store's d={store.d}")
+    check_compatible(sae, store)
     genome_path = _genome_for(store, genome)
     records = read_fasta(genome_path)
     by_name = {r.name: r for r in records}
@@ -220,8 +219,8 @@ def annotate_in_memory(store_path, sae_path, out, genome=None, motifs: str | Non
         ctrl = scan_motifs(inp.recs, inp.controls, pvalue=cfg.pvalue, threads=cfg.threads) if inp.controls else None
     seq, bp_start, bp_end, _ = inp.store.coordinates()
     enc = encode_store(inp.store, inp.sae, neurons=cfg.neurons, progress=progress)
-    res = annotate_encoded(inp.genome, seq, bp_start, bp_end, enc, inp.motifs, real, ctrl, inp.calls, cfg,
-                           progress=progress)
+    res = annotate_encoded(inp.genome, seq, bp_start, bp_end, enc, motifs=inp.motifs, real_hits=real,
+                           control_hits=ctrl, gene_calls=inp.calls, cfg=cfg, progress=progress)
     res.summary.update(_provenance(store_path, sae_path, inp, motifs, gff))
     write_result(res, out, inp.genome, inp.motifs, real, overwrite=True)
     return res.summary
