@@ -247,3 +247,24 @@ def test_small_sequential_reads_read_each_chunk_once(tmp_path, rng):
     got = np.concatenate([b for _, b in s.iter_rows(10, start=3)])
     assert np.array_equal(got, _as_stored_f32(x, "float16")[3:])
     assert sorted(calls) == list(range(s.n_chunks))
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 32, 500])
+def test_coordinate_slices_read_only_their_chunks(tmp_path, rng, chunk_rows):
+    """Coordinates come chunk by chunk (never the whole column): every slice equals the
+    column read whole from zarr, and the reader keeps a bounded number of chunks."""
+    import zarr
+
+    x = rng.standard_normal((130, 2)).astype(np.float32)
+    s = ActivationStore.open(_write(tmp_path / "s.zarr", x, chunk_rows=chunk_rows).path)
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    whole = [np.asarray(group[name][:]) for name in ("seq", "bp_start", "bp_end", "token_id")]
+    for _ in range(60):
+        a = int(rng.integers(0, 131))
+        b = int(rng.integers(a, 131))
+        got = s.coordinates(a, b)
+        for g, w in zip(got, whole, strict=True):
+            assert g.dtype == w.dtype and np.array_equal(g, w[a:b])
+    for start, stop in ((0, 130), (129, 130), (64, 64)):
+        assert np.array_equal(s.coordinates(start, stop)[1], whole[1][start:stop])
+    assert len(s._coords_cache) <= 16

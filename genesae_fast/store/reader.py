@@ -26,6 +26,10 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+# coordinate chunks kept by a reader (see ActivationStore._coord_chunk)
+_COORD_CHUNKS_KEPT = 16
+
+
 class ActivationStore:
     """An activation store opened for reading.
 
@@ -59,7 +63,7 @@ class ActivationStore:
         self._coord_crcs: dict[str, list[int]] | None = None
         self._records: dict[int, dict] = {}
         self._stats_problem: str | None = None  # set by open(stats_must_match=False)
-        self._coords_cache: dict[str, np.ndarray] = {}
+        self._coords_cache: dict[tuple[str, int], np.ndarray] = {}
         self._resident: dict = {}
         self._last_chunk: tuple[int, np.ndarray] | None = None
         self._free_buffers: list[np.ndarray] = []  # stream buffers kept between epochs
@@ -399,19 +403,53 @@ class ActivationStore:
         if not self.has_coordinates:
             raise InputError(f"{self.path}: this store has no genome coordinates (made by 'genesae import')")
 
-    def _coord(self, name: str) -> np.ndarray:
-        if name not in self._coords_cache:
-            try:
-                values = np.asarray(self._array(name)[:])
-            except Exception as exc:  # zarr/numcodecs raise many types on damaged data
-                raise InputError(f"{self.path}: coordinate array '{name}' is damaged ({_one_line(exc)})") from None
-            if self.verify_reads and self._coord_crcs is not None:
-                for k in range(self.n_chunks):
-                    if crc32(values[slice(*self.chunk_bounds(k))]) != self._coord_crcs[name][k]:
-                        raise InputError(f"{self.path}: coordinate array '{name}' chunk {k} is corrupt "
-                                         "(CRC-32 mismatch with its commit record)")
-            self._coords_cache[name] = values
-        return self._coords_cache[name]
+    def _coord_chunk(self, name: str, k: int) -> np.ndarray:
+        """Chunk ``k`` of a coordinate column, checked against its commit record's CRC-32.
+
+        Coordinates are read chunk by chunk, never whole: at 28 bytes a token they would
+        otherwise grow every reader (annotation workers included) with the genome. The few
+        chunks read last are kept, since searches and block reads revisit them.
+        """
+        cached = self._coords_cache.get((name, k))
+        if cached is not None:
+            return cached
+        a, b = self.chunk_bounds(k)
+        try:
+            values = np.asarray(self._array(name)[a:b])
+        except Exception as exc:  # zarr/numcodecs raise many types on damaged data
+            raise InputError(f"{self.path}: coordinate array '{name}' is damaged ({_one_line(exc)})") from None
+        if self.verify_reads and self._coord_crcs is not None and crc32(values) != self._coord_crcs[name][k]:
+            raise InputError(f"{self.path}: coordinate array '{name}' chunk {k} is corrupt "
+                             "(CRC-32 mismatch with its commit record)")
+        if len(self._coords_cache) >= _COORD_CHUNKS_KEPT:
+            self._coords_cache.pop(next(iter(self._coords_cache)))
+        self._coords_cache[(name, k)] = values
+        return values
+
+    def _coord(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of a coordinate column (a new array)."""
+        if stop <= start:
+            return np.asarray(self._array(name)[0:0])
+        parts = []
+        for k in range(start // self.chunk_rows, (stop - 1) // self.chunk_rows + 1):
+            a, _ = self.chunk_bounds(k)
+            chunk = self._coord_chunk(name, k)
+            parts.append(chunk[max(start - a, 0):min(stop - a, len(chunk))])
+        return np.concatenate(parts)
+
+    def _search_column(self, name: str, r0: int, r1: int, value: int, side: str) -> int:
+        """``np.searchsorted`` on rows ``[r0, r1)`` of a non-decreasing coordinate column,
+        reading only the chunks the bisection visits."""
+        lo, hi = r0, r1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            a, _ = self.chunk_bounds(mid // self.chunk_rows)
+            v = int(self._coord_chunk(name, mid // self.chunk_rows)[mid - a])
+            if v < value or (side == "right" and v == value):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo - r0
 
     def coordinates(self, start: int = 0, stop: int | None = None):
         """Genome coordinates of rows ``[start, stop)``.
@@ -424,7 +462,7 @@ class ActivationStore:
         """
         self._require_coordinates()
         start, stop = self._check_range(start, stop)
-        return tuple(self._coord(name)[start:stop].copy() for name in layout.COORDINATES)
+        return tuple(self._coord(name, start, stop) for name in layout.COORDINATES)
 
     def _seq_index(self, seq) -> int:
         if isinstance(seq, (str, np.str_)):
@@ -471,14 +509,12 @@ class ActivationStore:
         self._require_coordinates()
         i = self._seq_index(seq)
         r0, r1 = self._seq_rows[i]
-        bs = self._coord("bp_start")[r0:r1]
-        be = self._coord("bp_end")[r0:r1]
-        starts = np.asarray(starts, dtype=np.int64)
-        ends = np.asarray(ends, dtype=np.int64)
+        starts = np.asarray(starts, dtype=np.int64).reshape(-1)
+        ends = np.asarray(ends, dtype=np.int64).reshape(-1)
         # A token overlaps [s, e) iff bp_end > s and bp_start < e; both columns are
         # non-decreasing along a sequence, so two binary searches bound the run.
-        lo = np.searchsorted(be, starts, side="right")
-        hi = np.searchsorted(bs, ends, side="left")
+        lo = np.array([self._search_column("bp_end", r0, r1, int(v), "right") for v in starts], dtype=np.int64)
+        hi = np.array([self._search_column("bp_start", r0, r1, int(v), "left") for v in ends], dtype=np.int64)
         hi = np.maximum(hi, lo)
         return lo + r0, hi + r0
 
