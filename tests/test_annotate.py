@@ -194,3 +194,17 @@ def test_gff_and_a_store_of_a_slice(small_run, tmp_path):
     assert s["n_genes"] == n_in_slice > 0
     ex = pq.read_table(out / "examples.parquet").to_pydict()
     assert max(e for e in ex["end"]) <= 10_000
+
+
+def test_genes_bed_holds_the_gene_calls_of_the_concepts(annotated, small_run):
+    """genes.bed (the atlas's gene track) is the pyrodigal calls the gene concepts came from."""
+    from genesae_fast.annotate.genes import predict_genes
+    from genesae_fast.sequences import read_fasta
+
+    out, summary = annotated
+    recs = read_fasta(small_run["fasta"])
+    calls = sorted(predict_genes(recs), key=lambda c: (c.seq, c.start, c.end))
+    rows = [line.split("\t") for line in (out / "genes.bed").read_text().splitlines()]
+    assert len(rows) == len(calls) == summary["n_genes"] > 0
+    for n, (row, c) in enumerate(zip(rows, calls, strict=True), 1):
+        assert row == [recs[c.seq].name, str(c.start), str(c.end), f"gene_{n}", "0", "+" if c.strand > 0 else "-"]

@@ -181,7 +181,7 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
     res.summary.update(_provenance(store_path, sae_path, inp, motifs, gff))
     if _rank() == 0:
         write_result(res, out, g, overwrite=True, pieces=(work / "pieces", len(job.blocks), tracks,
-                                                          bool(inp.motifs)))
+                                                          bool(inp.motifs)), gene_calls=inp.calls)
     return res.summary
 
 
@@ -222,7 +222,7 @@ def annotate_in_memory(store_path, sae_path, out, genome=None, motifs: str | Non
     res = annotate_encoded(inp.genome, seq, bp_start, bp_end, enc, motifs=inp.motifs, real_hits=real,
                            control_hits=ctrl, gene_calls=inp.calls, cfg=cfg, progress=progress)
     res.summary.update(_provenance(store_path, sae_path, inp, motifs, gff))
-    write_result(res, out, inp.genome, inp.motifs, real, overwrite=True)
+    write_result(res, out, inp.genome, inp.motifs, real, overwrite=True, gene_calls=inp.calls)
     return res.summary
 
 
@@ -252,8 +252,11 @@ def read_tsv(path) -> dict:
 
 
 def write_result(res: Result, out, genome: Genome, motifs=None, real_hits=None, overwrite: bool = False, *,
-                 pieces=None) -> Path:
+                 pieces=None, gene_calls=None) -> Path:
     """Write a :class:`Result` as an annotation folder (atomically: temp folder, rename).
+
+    ``gene_calls``: the gene calls the concepts came from, written as ``genes.bed`` (the
+    atlas's gene track).
 
     ``pieces`` = (folder, n_blocks, track features, with motifs) of a streamed run: the motif
     hits and tracks are joined from its per-block pieces instead of ``res.tracks``/``real_hits``.
@@ -271,6 +274,8 @@ def write_result(res: Result, out, genome: Genome, motifs=None, real_hits=None, 
     (tmp / "logos.json").write_text(json.dumps({"features": {str(k): v for k, v in res.logos.items()},
                                                "motifs": res.motif_logos}))
     (tmp / "tracks").mkdir(exist_ok=True)
+    if gene_calls is not None:
+        write_genes_bed(gene_calls, genome, tmp / "genes.bed")
     if pieces is not None:
         _join_streamed(tmp, *pieces)
     else:
@@ -285,6 +290,15 @@ def write_result(res: Result, out, genome: Genome, motifs=None, real_hits=None, 
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def write_genes_bed(calls, genome: Genome, path: Path) -> None:
+    """Gene calls as BED6 (record, start, end, ``gene_<n>``, 0, strand), sorted by position."""
+    order = sorted(range(len(calls)), key=lambda i: (calls[i].seq, calls[i].start, calls[i].end))
+    with open(path, "w") as fh:
+        for n, i in enumerate(order, 1):
+            c = calls[i]
+            fh.write(f"{genome.names[c.seq]}\t{c.start}\t{c.end}\tgene_{n}\t0\t{'+' if c.strand > 0 else '-'}\n")
 
 
 def _track_header(f: int) -> str:
