@@ -21,6 +21,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from genesae_fast.errors import InputError
+from genesae_fast.sequences import open_error
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _LINE_RE = re.compile(r"^line (\d+): (.*)$")
@@ -48,12 +49,8 @@ class Piece:
 def _open(path: Path) -> Iterator[BinaryIO]:
     try:
         fh = open(path, "rb")  # noqa: SIM115 - closed below, after the gzip layer
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a FASTA file") from None
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise open_error(path, exc) from None
     with fh:
         if fh.peek(2)[:2] == _GZIP_MAGIC:
             # GzipFile(fileobj=...) does not close the file it wraps: both are closed here

@@ -54,17 +54,24 @@ class Record:
         return decode(self.codes)
 
 
+def open_error(path, exc: OSError) -> InputError:
+    """The one-line error for a FASTA file that cannot be opened (missing, a folder, no access)."""
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"{path}: no such file")
+    if isinstance(exc, IsADirectoryError):
+        return InputError(f"{path}: is a directory, expected a FASTA file")
+    if isinstance(exc, PermissionError):
+        return InputError(f"{path}: permission denied")
+    return InputError(f"{path}: cannot read ({exc.strerror or exc})")
+
+
 def read_bytes(path: str | os.PathLike) -> bytes:
     """Read a file, decompressing gzip or BGZF transparently."""
     path = Path(path)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a FASTA file") from None
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise open_error(path, exc) from None
     if raw[:2] == _GZIP_MAGIC:
         try:
             # gzip.decompress reads every member, so BGZF (many small members) works too.
