@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "kmers": ("genesae_fast.cli.kmers", "kmers", "Count k-mers (TSV)."),
     "lm": ("genesae_fast.cli.lm", "lm", "The built-in gene language model (lm train)."),
     "info": ("genesae_fast.cli.info", "info", "Describe a FASTA file, store, SAE, LM or annotation folder."),
+    "plant": ("genesae_fast.planted.__main__", "main", "Write a planted-motif control genome (sites, decoys)."),
 }
 
 
