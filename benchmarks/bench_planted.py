@@ -1,0 +1,177 @@
+"""Planted-motif benchmark (issue 13): does `genesae run` find motifs we know are there?
+
+A 1 Mbp genome (the bundled genome with six JASPAR motifs planted 400 times each, half on
+each strand) and 32 unrelated decoy motifs; `genesae lm train` on it for the default time
+(``--minutes`` to shorten); then `genesae run` with the planted and decoy motifs under each
+configuration of ``CONFIGS``. Per planted motif it reports the held-out F1 of the best SAE
+feature and of the best neuron (both chosen on the select split, from concepts.tsv), and
+against them the best decoy's held-out F1 and the planted median. Writes
+``OUT/planted_results.json`` and ``OUT/planted_results.md``.
+
+Run: python benchmarks/bench_planted.py --out bench_planted [--minutes 3]
+Every step is skipped when its output is complete, so a rerun continues.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# One line per configuration of `genesae run`: (name, extra CLI arguments). A configuration
+# whose option this build's `genesae run --help` does not list is reported as unavailable.
+CONFIGS = [
+    ("one-pass default", []),
+    ("both strands", ["--strands", "both"]),
+    ("layer auto", ["--layer", "auto"]),
+    ("both strands + layer auto", ["--strands", "both", "--layer", "auto"]),
+]
+TARGETS = (0.3, 0.5)
+
+
+def _exe() -> str:
+    """The `genesae` script beside this interpreter (its virtual environment), else on PATH."""
+    local = Path(sys.executable).parent / "genesae"
+    return str(local) if local.is_file() else "genesae"
+
+
+def _genesae(*args, log: Path) -> None:
+    """Run ``genesae ARGS``, its output appended to ``log``."""
+    cmd = [_exe(), *map(str, args)]
+    with open(log, "a") as fh:
+        fh.write("$ genesae " + " ".join(map(str, args)) + "\n")
+        fh.flush()
+        subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def _run_options() -> str:
+    return subprocess.run([_exe(), "run", "--help"], check=True,
+                          capture_output=True, text=True).stdout
+
+
+def plant(out: Path, seed: int, length: int, sites: int, decoys: int) -> dict:
+    """The planted genome folder (made once); returns its manifest."""
+    from genesae_fast.planted import PlantOptions, make_planted_genome, read_manifest, write_planted
+
+    folder = out / "genome"
+    if not (folder / "planted.json").is_file():
+        opts = PlantOptions(length=length, n_sites=sites, n_decoys=decoys, seed=seed)
+        write_planted(make_planted_genome(opts), folder, opts)
+    return read_manifest(folder)
+
+
+def train_lm(out: Path, minutes: float | None, log: Path) -> dict:
+    """`genesae lm train` on the planted genome (skipped when its metrics exist)."""
+    lm = out / "lm"
+    if not (lm / "metrics.json").is_file():
+        extra = [] if minutes is None else ["--minutes", minutes]
+        _genesae("lm", "train", "--genome", out / "genome" / "genome.fa", "--out", lm, *extra, log=log)
+    return json.loads((lm / "metrics.json").read_text())
+
+
+def run_config(out: Path, name: str, args: list, log: Path) -> dict:
+    """`genesae run` under one configuration; returns its folder and seconds."""
+    folder = out / "runs" / name.replace(" ", "_").replace("+", "and")
+    t0 = time.perf_counter()
+    _genesae("run", "--genome", out / "genome" / "genome.fa", "--model", out / "lm", "--motifs",
+             out / "genome" / "motifs.meme", "--out", folder, "--quiet", *args, log=log)
+    return {"folder": str(folder), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def motif_rows(concepts_tsv) -> dict:
+    """concept -> row of concepts.tsv for the motif concepts (the first row of each name)."""
+    rows: dict = {}
+    with open(concepts_tsv) as fh:
+        for r in csv.DictReader(fh, delimiter="\t"):
+            if r.get("kind") == "motif":
+                rows.setdefault(r["concept"], r)
+    return rows
+
+
+def score(concepts_tsv, manifest: dict) -> dict:
+    """Per planted motif SAE and neuron held-out F1, the best decoy, the planted median."""
+
+    def f(x):
+        try:
+            return float(x)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    rows = motif_rows(concepts_tsv)
+    per = {}
+    for p in manifest["planted"]:
+        r = rows.get(p["id"], {})
+        per[p["name"]] = {"id": p["id"], "f1": f(r.get("f1")), "neuron_f1": f(r.get("neuron_f1")),
+                          "feature": r.get("feature"), "qvalue": f(r.get("qvalue"))}
+    decoys = [(f(rows[d["id"]]["f1"]), d["id"], d["name"]) for d in manifest["decoys"] if d["id"] in rows]
+    best = max(decoys) if decoys else (float("nan"), "", "")
+    f1s = [v["f1"] for v in per.values()]
+    median = statistics.median(f1s)
+    return {"planted": per, "planted_median_f1": median, "best_decoy_f1": best[0],
+            "best_decoy": f"{best[1]} {best[2]}".strip(), "decoys_scored": len(decoys),
+            "best_decoy_below_median": bool(best[0] < median),
+            **{f"planted_f1_ge_{t}": sum(x >= t for x in f1s) for t in TARGETS}}
+
+
+def markdown(results: dict) -> str:
+    """The results as a markdown table: one row per planted motif and configuration."""
+    names = [c for c in results["configs"] if results["configs"][c].get("score")]
+    head = "| motif | " + " | ".join(f"{c}: SAE F1 / neuron F1" for c in names) + " |"
+    lines = [head, "|---|" + "---|" * len(names)]
+    first = results["configs"][names[0]]["score"]["planted"] if names else {}
+    for motif in first:
+        cells = [f"{results['configs'][c]['score']['planted'][motif]['f1']:.2f} / "
+                 f"{results['configs'][c]['score']['planted'][motif]['neuron_f1']:.2f}" for c in names]
+        lines.append(f"| {motif} | " + " | ".join(cells) + " |")
+    for label, key in (("planted median", "planted_median_f1"), ("best decoy", "best_decoy_f1")):
+        lines.append(f"| {label} | " + " | ".join(f"{results['configs'][c]['score'][key]:.2f}" for c in names) + " |")
+    for t in TARGETS:
+        lines.append(f"| planted at F1 >= {t} | " + " | ".join(
+            f"{results['configs'][c]['score'][f'planted_f1_ge_{t}']}/6" for c in names) + " |")
+    missing = [c for c in results["configs"] if not results["configs"][c].get("score")]
+    if missing:
+        lines.append("")
+        lines.append("Not run (option not in this build): " + ", ".join(missing))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="bench_planted", help="Working folder (reused: finished steps are skipped).")
+    ap.add_argument("--minutes", type=float, default=None, help="LM training minutes [default: lm train's].")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--length", type=int, default=1_000_000)
+    ap.add_argument("--sites", type=int, default=400)
+    ap.add_argument("--decoys", type=int, default=32)
+    ap.add_argument("--configs", default=None, help="Comma-separated configuration names [default: all available].")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "commands.log"
+    manifest = plant(out, a.seed, a.length, a.sites, a.decoys)
+    results = {"genome": {"length": manifest["length"], "sites_per_motif": manifest["sites_per_motif"],
+                          "decoys": len(manifest["decoys"]), "seed": manifest["seed"]},
+               "minutes": a.minutes, "lm": train_lm(out, a.minutes, log), "configs": {}}
+    wanted = None if a.configs is None else {c.strip() for c in a.configs.split(",")}
+    available = _run_options()
+    for name, args in CONFIGS:
+        if wanted is not None and name not in wanted:
+            continue
+        entry: dict = {"args": args}
+        if all(x in available for x in args if x.startswith("--")):
+            entry.update(run_config(out, name, args, log))
+            entry["score"] = score(Path(entry["folder"]) / "annotate" / "concepts.tsv", manifest)
+        results["configs"][name] = entry
+    (out / "planted_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    md = markdown(results)
+    (out / "planted_results.md").write_text(md + "\n")
+    print(md)
+    return results
+
+
+if __name__ == "__main__":
+    main()
