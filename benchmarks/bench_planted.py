@@ -14,9 +14,7 @@ Every step is skipped when its output is complete, so a rerun continues.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +28,6 @@ CONFIGS = [
     ("layer auto", ["--layer", "auto"]),
     ("both strands + layer auto", ["--strands", "both", "--layer", "auto"]),
 ]
-TARGETS = (0.3, 0.5)
 
 
 def _exe() -> str:
@@ -82,63 +79,6 @@ def run_config(out: Path, name: str, args: list, log: Path) -> dict:
     return {"folder": str(folder), "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def motif_rows(concepts_tsv) -> dict:
-    """concept -> row of concepts.tsv for the motif concepts (the first row of each name)."""
-    rows: dict = {}
-    with open(concepts_tsv) as fh:
-        for r in csv.DictReader(fh, delimiter="\t"):
-            if r.get("kind") == "motif":
-                rows.setdefault(r["concept"], r)
-    return rows
-
-
-def score(concepts_tsv, manifest: dict) -> dict:
-    """Per planted motif SAE and neuron held-out F1, the best decoy, the planted median."""
-
-    def f(x):
-        try:
-            return float(x)
-        except (TypeError, ValueError):
-            return float("nan")
-
-    rows = motif_rows(concepts_tsv)
-    per = {}
-    for p in manifest["planted"]:
-        r = rows.get(p["id"], {})
-        per[p["name"]] = {"id": p["id"], "f1": f(r.get("f1")), "neuron_f1": f(r.get("neuron_f1")),
-                          "feature": r.get("feature"), "qvalue": f(r.get("qvalue"))}
-    decoys = [(f(rows[d["id"]]["f1"]), d["id"], d["name"]) for d in manifest["decoys"] if d["id"] in rows]
-    best = max(decoys) if decoys else (float("nan"), "", "")
-    f1s = [v["f1"] for v in per.values()]
-    median = statistics.median(f1s)
-    return {"planted": per, "planted_median_f1": median, "best_decoy_f1": best[0],
-            "best_decoy": f"{best[1]} {best[2]}".strip(), "decoys_scored": len(decoys),
-            "best_decoy_below_median": bool(best[0] < median),
-            **{f"planted_f1_ge_{t}": sum(x >= t for x in f1s) for t in TARGETS}}
-
-
-def markdown(results: dict) -> str:
-    """The results as a markdown table: one row per planted motif and configuration."""
-    names = [c for c in results["configs"] if results["configs"][c].get("score")]
-    head = "| motif | " + " | ".join(f"{c}: SAE F1 / neuron F1" for c in names) + " |"
-    lines = [head, "|---|" + "---|" * len(names)]
-    first = results["configs"][names[0]]["score"]["planted"] if names else {}
-    for motif in first:
-        cells = [f"{results['configs'][c]['score']['planted'][motif]['f1']:.2f} / "
-                 f"{results['configs'][c]['score']['planted'][motif]['neuron_f1']:.2f}" for c in names]
-        lines.append(f"| {motif} | " + " | ".join(cells) + " |")
-    for label, key in (("planted median", "planted_median_f1"), ("best decoy", "best_decoy_f1")):
-        lines.append(f"| {label} | " + " | ".join(f"{results['configs'][c]['score'][key]:.2f}" for c in names) + " |")
-    for t in TARGETS:
-        lines.append(f"| planted at F1 >= {t} | " + " | ".join(
-            f"{results['configs'][c]['score'][f'planted_f1_ge_{t}']}/6" for c in names) + " |")
-    missing = [c for c in results["configs"] if not results["configs"][c].get("score")]
-    if missing:
-        lines.append("")
-        lines.append("Not run (option not in this build): " + ", ".join(missing))
-    return "\n".join(lines)
-
-
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench_planted", help="Working folder (reused: finished steps are skipped).")
@@ -149,6 +89,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--decoys", type=int, default=32)
     ap.add_argument("--configs", default=None, help="Comma-separated configuration names [default: all available].")
     a = ap.parse_args(argv)
+    from genesae_fast.planted.scores import results_markdown, score_run
+
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "commands.log"
@@ -164,10 +106,13 @@ def main(argv=None) -> dict:
         entry: dict = {"args": args}
         if all(x in available for x in args if x.startswith("--")):
             entry.update(run_config(out, name, args, log))
-            entry["score"] = score(Path(entry["folder"]) / "annotate" / "concepts.tsv", manifest)
+            entry["score"] = score_run(Path(entry["folder"]) / "annotate" / "concepts.tsv", manifest)
         results["configs"][name] = entry
     (out / "planted_results.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = markdown(results)
+    md = results_markdown({c: e.get("score") for c, e in results["configs"].items()})
+    md = (f"LM: held-out {results['lm']['heldout_bits_per_bp']:.4f} bits/bp, best Markov "
+          f"{results['lm']['markov_bits_per_bp']:.4f} (order {results['lm']['markov_order']}), "
+          f"{results['lm'].get('steps')} steps\n\n" + md)
     (out / "planted_results.md").write_text(md + "\n")
     print(md)
     return results

@@ -162,3 +162,34 @@ def test_cli_writes_the_folder_and_exits_2_on_bad_input(tmp_path):
     assert bad.exit_code == 2 and "too short" in bad.output
     assert not (tmp_path / "q" / "planted.json").exists()
     assert "--decoys" in runner.invoke(main, ["--help"]).output
+
+
+def _concepts_tsv(path, rows):
+    cols = ("concept", "kind", "n_hits", "feature", "f1", "qvalue", "neuron", "neuron_f1")
+    path.write_text("\t".join(cols) + "\n" + "".join("\t".join(map(str, r)) + "\n" for r in rows))
+    return path
+
+
+def test_score_run_reads_planted_and_decoys(tmp_path):
+    from genesae_fast.planted.scores import results_markdown, score_run
+
+    manifest = {"planted": [{"id": "P1", "name": "A"}, {"id": "P2", "name": "B"}, {"id": "P3", "name": "C"}],
+                "decoys": [{"id": "D1", "name": "X"}, {"id": "D2", "name": "Y"}, {"id": "D9", "name": "Z"}]}
+    tsv = _concepts_tsv(tmp_path / "concepts.tsv", [
+        ("P1", "motif", 10, 3, 0.6, 0.001, 7, 0.2), ("P2", "motif", 10, 4, 0.35, 0.01, 1, 0.1),
+        ("P3", "motif", 10, 5, 0.1, 0.5, 2, 0.05), ("D1", "motif", 9, 6, 0.2, 0.3, 3, 0.1),
+        ("D2", "motif", 9, 8, 0.3, 0.2, 3, 0.1), ("P1", "gene", 1, 1, 0.99, 0.0, 1, 0.9),  # a gene concept: ignored
+        ("P1", "motif", 10, 9, 0.01, 1.0, 7, 0.0),  # a second row of a concept: the first one counts
+    ])
+    s = score_run(tsv, manifest)
+    assert s["planted"]["A"] == {"id": "P1", "f1": 0.6, "neuron_f1": 0.2, "feature": "3", "qvalue": 0.001}
+    assert s["planted_median_f1"] == 0.35 and s["best_decoy_f1"] == 0.3 and s["best_decoy"] == "D2 Y"
+    assert s["decoys_scored"] == 2 and s["best_decoy_below_median"]
+    assert s["planted_f1_ge_0.3"] == 2 and s["planted_f1_ge_0.5"] == 1
+    md = results_markdown({"one": s, "later": None})
+    assert "| A | 0.60 / 0.20 |" in md and "| planted at F1 >= 0.3 | 2/3 |" in md
+    assert "Not run" in md and "later" in md.splitlines()[-1]
+    s2 = score_run(_concepts_tsv(tmp_path / "c2.tsv", [("P1", "motif", 1, 0, 0.2, 1, 0, 0.1),
+                                                         ("D1", "motif", 1, 0, 0.4, 1, 0, 0.1)]), manifest)
+    assert np.isnan(s2["planted"]["B"]["f1"]) and s2["planted_median_f1"] == 0.0  # missing = not found
+    assert not s2["best_decoy_below_median"]

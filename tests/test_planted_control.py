@@ -18,13 +18,14 @@ until ``run_pipeline`` takes ``strands=`` and ``layer="auto"``. Turn each on wit
 """
 from __future__ import annotations
 
-import csv
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from genesae_fast.planted import PlantOptions, make_planted_genome, write_planted
+from genesae_fast.planted import PlantOptions, make_planted_genome, read_manifest, write_planted
+from genesae_fast.planted.scores import score_run
 from genesae_fast.planted.toy import PlantedToyModel
 
 PLANTED = ("SP1", "MEF2A", "CREB1", "HNF4A")  # informative, mutually dissimilar, all < 12 bp
@@ -51,13 +52,11 @@ def run_control(planted_genome, out, **run_kwargs) -> dict:
     settings = RunSettings(expansion=4, k=4, batch=1024, min_train_tokens=200_000, max_train_tokens=200_000)
     run_pipeline(out, genome=paths["fasta"], model=PlantedToyModel(pg.planted, seed=0), motifs=paths["meme"],
                  settings=settings, threads=1, workers=1, progress=False, echo=lambda m: None, **run_kwargs)
-    with open(out / "annotate" / "concepts.tsv") as fh:
-        rows = {r["concept"]: r for r in csv.DictReader(fh, delimiter="\t") if r["kind"] == "motif"}
-    planted = {m.id: m.alt_id for m in pg.planted}
-    return {"f1": {planted[i]: float(rows[i]["f1"]) for i in planted},
-            "q": {planted[i]: float(rows[i]["qvalue"]) for i in planted},
-            "feature": {planted[i]: int(rows[i]["feature"]) for i in planted},
-            "decoy_f1": max(float(rows[d.id]["f1"]) for d in pg.decoys), "folder": out}
+    sc = score_run(out / "annotate" / "concepts.tsv", read_manifest(Path(paths["manifest"]).parent))
+    planted = sc["planted"]
+    return {"f1": {m: v["f1"] for m, v in planted.items()}, "q": {m: v["qvalue"] for m, v in planted.items()},
+            "feature": {m: int(v["feature"]) for m, v in planted.items()}, "decoy_f1": sc["best_decoy_f1"],
+            "folder": out}
 
 
 def strand_recall(result: dict, planted_genome) -> dict:
