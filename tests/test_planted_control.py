@@ -1,10 +1,12 @@
 """CI-sized planted-motif control through the real path: extract -> train -> annotate.
 
-A 120 kbp planted genome (four JASPAR motifs narrower than 12 bp, 80 sites each, half on
-each strand; 30 decoys unlike all of them) and the toy causal model of
+A 120 kbp planted genome (four JASPAR motifs of 9-10 bp, none like its own reverse
+complement, 80 sites each, half on each strand; 30 decoys unlike all of them) and the toy causal model of
 ``genesae_fast.planted.toy``, whose layer 2 scores the planted motifs over the window
 ending at each base (+ strand sites only, like a causal LM) and whose layer 3, the one the
-receptive-field rule picks, holds that signal smeared past each site.
+receptive-field rule picks, holds that signal smeared 2 bases past each site. Measured on
+this control (benchmarks/RESULTS.md): one-pass default median F1 .37, layer 2 .58, an
+emulated both-strand pass .48 (layer 3) and .94 (layer 2).
 
 Collected now: the one-pass default finds every planted motif (held-out F1, q-value) with
 features that fire on + strand sites and not on - strand ones, and no decoy scores like a
@@ -28,7 +30,7 @@ from genesae_fast.planted import PlantOptions, make_planted_genome, read_manifes
 from genesae_fast.planted.scores import score_run
 from genesae_fast.planted.toy import PlantedToyModel
 
-PLANTED = ("SP1", "MEF2A", "CREB1", "HNF4A")  # informative, mutually dissimilar, all < 12 bp
+PLANTED = ("SP1", "HNF4A", "ELK1", "MAFK")  # informative, unlike each other and their reverse complement, <= 10 bp
 OPTS = dict(length=120_000, n_sites=80, planted=PLANTED, n_decoys=30, seed=1, offset=300_000)
 MIN_F1_GAIN = 0.05  # of the planted median, well above seed noise on this control
 
@@ -89,7 +91,7 @@ def default_run(planted_genome, tmp_path_factory):
 
 def test_one_pass_default_finds_planted_motifs(default_run):
     for motif, f1 in default_run["f1"].items():
-        assert f1 >= 0.1 and default_run["q"][motif] <= 0.05, (motif, f1, default_run["q"][motif])
+        assert f1 >= 0.25 and default_run["q"][motif] <= 0.05, (motif, f1, default_run["q"][motif])
     assert default_run["decoy_f1"] < statistics.median(default_run["f1"].values())
     assert default_run["decoy_f1"] < min(default_run["f1"].values())
 
@@ -97,9 +99,8 @@ def test_one_pass_default_finds_planted_motifs(default_run):
 def test_one_pass_default_sees_plus_strand_sites_only(default_run, planted_genome):
     recall = strand_recall(default_run, planted_genome)
     for motif, (plus, minus) in recall.items():
-        assert plus >= 0.5 and plus > minus, (motif, plus, minus)
-    for motif in ("SP1", "HNF4A"):  # unlike their reverse complement (CREB1, MEF2A are near-palindromes)
-        assert recall[motif][1] <= 0.2, (motif, recall[motif])
+        assert plus >= 0.5, (motif, plus, minus)
+        assert minus <= 0.2, (motif, plus, minus)  # no planted motif reads like its reverse complement
 
 
 def _assert_raises_f1(default: dict, new: dict) -> None:
@@ -123,13 +124,13 @@ def layer_auto_raises_held_out_f1(planted_genome, default_run, tmp_path):
 
 
 @pytest.mark.parametrize(("change", "passes"), [
-    ({"f1": {"SP1": 0.7, "MEF2A": 0.6, "CREB1": 0.7, "HNF4A": 0.7}}, True),
+    ({"f1": {"SP1": 0.7, "ELK1": 0.6, "MAFK": 0.7, "HNF4A": 0.7}}, True),
     ({}, False),                                                            # nothing changed
-    ({"f1": {"SP1": 0.9, "MEF2A": 0.9, "CREB1": 0.9, "HNF4A": 0.05}}, False),  # one motif lost
-    ({"f1": {"SP1": 0.7, "MEF2A": 0.6, "CREB1": 0.7, "HNF4A": 0.7}, "decoy_f1": 0.8}, False),
+    ({"f1": {"SP1": 0.9, "ELK1": 0.9, "MAFK": 0.9, "HNF4A": 0.05}}, False),  # one motif lost
+    ({"f1": {"SP1": 0.7, "ELK1": 0.6, "MAFK": 0.7, "HNF4A": 0.7}, "decoy_f1": 0.8}, False),
 ])
 def test_the_comparison_can_fail(change, passes):
-    default = {"f1": {"SP1": 0.2, "MEF2A": 0.15, "CREB1": 0.2, "HNF4A": 0.17}, "q": dict.fromkeys(PLANTED, 0.01),
+    default = {"f1": {"SP1": 0.2, "ELK1": 0.15, "MAFK": 0.2, "HNF4A": 0.17}, "q": dict.fromkeys(PLANTED, 0.01),
                "decoy_f1": 0.05}
     new = {**default, **change}
     if passes:
