@@ -125,6 +125,32 @@ def test_place_sites_never_overlaps(widths, slack, gap, seed):
     assert np.all(starts[o][1:] - ends[o][:-1] >= gap)
 
 
+@settings(max_examples=40, deadline=None)
+@given(n_motifs=st.integers(1, 4), n_sites=st.integers(1, 9), slack=st.integers(0, 300),
+       seed=st.integers(0, 2**32 - 1))
+def test_plant_keeps_every_promise(n_motifs, n_sites, slack, seed):
+    """Random matrices on random sequence: per-motif counts and strands, no overlap, outside untouched."""
+    from genesae_fast.motifs import Motif
+    from genesae_fast.planted.genome import plant
+
+    rng = np.random.default_rng(seed)
+    motifs = [Motif(f"M{i}", "", rng.dirichlet(np.ones(4), size=int(rng.integers(1, 12)))) for i in range(n_motifs)]
+    length = sum(m.width + 10 for m in motifs) * n_sites + 100 + slack
+    base = rng.integers(0, 5, size=length).astype(np.uint8)
+    codes, sites = plant(base, motifs, n_sites, rng, gap=10)
+    assert len(sites) == n_motifs * n_sites and np.all(np.diff(sites.start) > 0)
+    assert np.all(sites.start[1:] - sites.end[:-1] >= 10)
+    inside = np.zeros(length, bool)
+    for a, b, m in zip(sites.start, sites.end, sites.motif):
+        assert b - a == motifs[m].width
+        inside[a:b] = True
+    np.testing.assert_array_equal(codes[~inside], base[~inside])
+    assert np.all(codes[inside] < 4)
+    for i in range(n_motifs):
+        s = sites.strand[sites.motif == i]
+        assert (s > 0).sum() == n_sites // 2 and (s < 0).sum() == n_sites - n_sites // 2
+
+
 def test_sampled_sites_follow_the_matrix():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(4) * 0.5, size=6)
@@ -145,6 +171,8 @@ def test_mutate_changes_the_expected_fraction():
     (dict(length=5_000, n_sites=10, n_decoys=5000), "--decoys 5000: only"),
     (dict(length=10**9), "too short for --offset 0 --length 1000000000"),
     (dict(length=5_000, n_sites=10, planted=("SP1", "MA0079.5")), "named twice"),
+    (dict(length=5_000, n_sites=10, genome="/nonexistent/genome.fa"), "/nonexistent/genome.fa: no such file"),
+    (dict(length=5_000, n_sites=10, mutate=1.5), "--mutate 1.5: must be in"),
 ])
 def test_bad_options_give_one_line_errors(kwargs, message):
     with pytest.raises(InputError, match=message) as exc:
