@@ -263,3 +263,22 @@ def test_bad_genome_is_a_one_line_error(tmp_path, small_case):
     assert "line 3: invalid character '!'" in result.output
     with pytest.raises(InputError, match="no such file"):
         scan_genome_file(tmp_path / "missing.fa", load_motifs(meme), io.BytesIO())
+
+
+def test_motifs_loaded_while_the_genome_is_read(tmp_path, by_width):
+    """A motif loader (called while a reader thread decodes the genome) gives the same text as
+    the loaded list; its error wins over a bad genome's and stops the reader thread."""
+    fasta = random_fasta(tmp_path / "g.fa", np.random.default_rng(9), [40_000, 3_000])
+    motifs = by_width[:6]
+    options = dict(pvalue=1e-3, piece_bytes=1000, block_bases=5000)
+    assert streamed_text(fasta, lambda: motifs, **options) == reference_text(fasta, motifs, pvalue=1e-3)
+    bad = tmp_path / "bad.fa"
+    bad.write_bytes(b">a\nAC!T\n")
+    before = threading.active_count()
+
+    def broken():
+        raise InputError("motifs.meme: no motifs found")
+
+    with pytest.raises(InputError, match="no motifs found"):
+        scan_genome_file(bad, broken, io.BytesIO())
+    assert threading.active_count() == before
