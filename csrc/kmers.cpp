@@ -78,6 +78,8 @@ constexpr std::size_t kSinkChunk = std::size_t(1) << 16;
 
 struct Collected;  // rows gathered in memory (count_kmers), see below
 
+py::array_t<std::uint64_t> borrowed(const std::uint64_t* p, std::size_t n);  // see the bindings
+
 struct Options {
     Collected* collect = nullptr;  // gather rows here instead of calling the sink
     int k = 1;
@@ -594,36 +596,115 @@ void load_buckets(const SpillFiles& files, const std::vector<std::size_t>& sizes
     });
 }
 
-template <bool Canonical>
-void count_spilled(const std::vector<Segment>& segs, const Options& o, Buckets& bk, const Sink& sink) {
-    const std::size_t nb = bk.sizes.size();
-    const int threads = effective_threads(o.threads);
-    // Buffers take at most an eighth of the budget, 4 KiB to 64 KiB each.
-    const u64 cap = std::clamp<u64>(o.budget / (8 * 8 * nb * threads), 512, 8192);
-    SpillFiles files(o.spill_dir, nb, threads, cap);
-    const int shift = bk.shift;
-    parallel_for(o.threads, segs.size(), [&](int tid, std::size_t s) {
-        for_each_kmer<Canonical>(segs[s], o.k, [&](u64 x) { files.add(tid, x >> shift, x); });
-    });
-    files.finish();
+// Counts the buckets held in (finished) spill files, in order: batches of buckets that fit the
+// budget are loaded and counted in parallel; a bucket over the budget on its own is split by
+// its next bits. Each file is removed once counted.
+void count_spill_files(const SpillFiles& files, const std::vector<std::size_t>& sizes, int bits, int shift,
+                       const Options& o, const Sink& sink) {
+    const std::size_t nb = sizes.size();
     const u64 batch_items = std::max<u64>(1, o.budget / kBytesPerItem);
     for (std::size_t first = 0; first < nb;) {
-        if (bk.sizes[first] > batch_items) {  // alone over the budget: split it by its next bits
-            count_spilled_range(files.path(first), first, bk.bits, bk.sizes[first], o, sink);
+        if (sizes[first] > batch_items) {  // alone over the budget: split it by its next bits
+            count_spilled_range(files.path(first), first, bits, sizes[first], o, sink);
             std::remove(files.path(first).c_str());
             ++first;
             continue;
         }
         std::size_t last = first;
         std::size_t sum = 0;
-        while (last < nb && bk.sizes[last] <= batch_items && sum + bk.sizes[last] <= batch_items) sum += bk.sizes[last++];
+        while (last < nb && sizes[last] <= batch_items && sum + sizes[last] <= batch_items) sum += sizes[last++];
         BigArray v(sum), tmp(sum);
-        load_buckets(files, bk.sizes, first, last, v.data(), o);
+        load_buckets(files, sizes, first, last, v.data(), o);
         for (std::size_t b = first; b < last; ++b) std::remove(files.path(b).c_str());
-        count_batch(v.data(), tmp.data(), bk.sizes, first, last, shift, o, sink);
+        count_batch(v.data(), tmp.data(), sizes, first, last, shift, o, sink);
         first = last;
     }
 }
+
+// Per-thread spill buffers: at most an eighth of the budget, 4 KiB to 64 KiB each.
+u64 spill_buffer_items(const Options& o, std::size_t n_buckets) {
+    return std::clamp<u64>(o.budget / (8 * 8 * n_buckets * effective_threads(o.threads)), 512, 8192);
+}
+
+template <bool Canonical>
+void count_spilled(const std::vector<Segment>& segs, const Options& o, Buckets& bk, const Sink& sink) {
+    const std::size_t nb = bk.sizes.size();
+    SpillFiles files(o.spill_dir, nb, effective_threads(o.threads), spill_buffer_items(o, nb));
+    const int shift = bk.shift;
+    parallel_for(o.threads, segs.size(), [&](int tid, std::size_t s) {
+        for_each_kmer<Canonical>(segs[s], o.k, [&](u64 x) { files.add(tid, x >> shift, x); });
+    });
+    files.finish();
+    count_spill_files(files, bk.sizes, bk.bits, shift, o, sink);
+}
+
+// k-mers of a genome handed over a stretch at a time (the caller reads the FASTA in pieces),
+// appended to one spill file per bucket as they come, then counted bucket by bucket: the
+// genome never has to be in memory (KMC's design). No k-mer spans two stretches: the caller
+// repeats the last k - 1 bases of a record at the start of its next stretch.
+class KmerSpiller {
+  public:
+    KmerSpiller(int k, bool canonical, int threads, u64 budget, const std::string& spill_dir) : canonical_(canonical) {
+        if (k < 1 || k > 31) throw py::value_error("k must be between 1 and 31, got " + std::to_string(k));
+        if (threads < 1) throw py::value_error("threads must be >= 1");
+        o_.k = k;
+        o_.threads = effective_threads(threads);
+        o_.budget = budget == 0 ? std::numeric_limits<u64>::max() : budget;
+        o_.spill_dir = spill_dir;
+        bits_ = std::min(8, 2 * k);
+        shift_ = 2 * k - bits_;
+        const std::size_t nb = std::size_t(1) << bits_;
+        sizes_.assign(nb, 0);
+        files_ = std::make_unique<SpillFiles>(spill_dir, nb, o_.threads, spill_buffer_items(o_, nb));
+    }
+
+    void add(const std::vector<py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>>& arrays) {
+        if (done_) throw std::logic_error("add() after count()");
+        std::vector<Sequence> seqs;
+        for (const auto& a : arrays) {
+            if (a.ndim() != 1) throw py::value_error("each code array must be one-dimensional");
+            seqs.push_back({a.data(), static_cast<std::size_t>(a.shape(0))});
+        }
+        py::gil_scoped_release release;
+        const auto segs = make_segments(seqs, o_.k, static_cast<std::size_t>(o_.threads) * 8);
+        std::vector<std::vector<std::size_t>> local(o_.threads, std::vector<std::size_t>(sizes_.size(), 0));
+        const int shift = shift_;
+        parallel_for(o_.threads, segs.size(), [&](int tid, std::size_t s) {
+            std::size_t* n = local[tid].data();
+            auto put = [&](u64 x) {
+                files_->add(tid, x >> shift, x);
+                ++n[x >> shift];
+            };
+            canonical_ ? for_each_kmer<true>(segs[s], o_.k, put) : for_each_kmer<false>(segs[s], o_.k, put);
+        });
+        for (const auto& l : local)
+            for (std::size_t b = 0; b < sizes_.size(); ++b) sizes_[b] += l[b];
+    }
+
+    std::size_t count(u64 min_count, const py::function& sink) {
+        if (done_) throw std::logic_error("count() called twice");
+        done_ = true;
+        o_.min_count = min_count;
+        std::size_t rows = 0;
+        Sink to_python = [&](const u64* km, const u64* ct, std::size_t n) {
+            py::gil_scoped_acquire gil;
+            rows += n;
+            sink(borrowed(km, n), borrowed(ct, n));
+        };
+        py::gil_scoped_release release;
+        files_->finish();
+        count_spill_files(*files_, sizes_, bits_, shift_, o_, to_python);
+        return rows;
+    }
+
+  private:
+    Options o_;
+    bool canonical_;
+    bool done_ = false;
+    int bits_ = 0, shift_ = 0;
+    std::vector<std::size_t> sizes_;
+    std::unique_ptr<SpillFiles> files_;
+};
 
 template <bool Canonical>
 void count_partitioned(const std::vector<Segment>& segs, const Options& o, const Sink& sink) {
@@ -790,6 +871,15 @@ void bind_kmers(py::module_& m) {
           "Count k-mers within `memory` bytes of working memory (0 = no limit), spilling buckets to\n"
           "files in `spill_dir` (\"\" = never) when they do not fit. Calls sink(kmers, counts) with\n"
           "uint64 views, valid only during the call, in ascending k-mer order. Returns the row count.");
+    py::class_<KmerSpiller>(m, "KmerSpiller",
+                            "k-mers spilled to bucket files a stretch at a time, then counted within a budget.")
+        .def(py::init<int, bool, int, u64, const std::string&>(), py::arg("k"), py::arg("canonical"),
+             py::arg("threads"), py::arg("memory"), py::arg("spill_dir"),
+             "memory: bytes of working memory (0 = no limit); spill_dir: an existing folder for the files.")
+        .def("add", &KmerSpiller::add, py::arg("arrays"),
+             "Append the k-mers of these uint8 code arrays (none spans two arrays) to the bucket files.")
+        .def("count", &KmerSpiller::count, py::arg("min_count"), py::arg("sink"),
+             "Count every k-mer added; sink(kmers, counts) gets uint64 views in ascending order. Returns rows.");
     m.def("format_kmer_tsv", &format_kmer_tsv_py, py::arg("kmers"), py::arg("counts"), py::arg("k"),
           "Format packed k-mers and counts as 'KMER\\tCOUNT\\n' lines (no header).");
     m.def("_set_kmer_fault", [](long long segment) { g_fault_segment.store(segment); }, py::arg("segment"),
