@@ -298,6 +298,78 @@ void radix_sort_low_bits(u64* v, u64* tmp, std::size_t n, int bits) {
     if (src != v) std::memcpy(v, src, n * sizeof(u64));
 }
 
+// Sorts the low `bits` (<= 32) bits of the n k-mers of v as uint32 keys: half the memory
+// traffic of sorting the k-mers themselves. a and b are scratch of n keys each; the sorted
+// keys end in b. Digits as in radix_sort_low_bits.
+void radix_sort_low_keys(const u64* v, std::uint32_t* a, std::uint32_t* b, std::size_t n, int bits) {
+    const int passes = std::max(1, (bits + 10) / 11);
+    const int width = (bits + passes - 1) / passes;
+    const std::size_t radix = std::size_t(1) << width;
+    const std::uint32_t mask = static_cast<std::uint32_t>(radix - 1);
+    std::vector<std::uint32_t> hist(static_cast<std::size_t>(passes) * radix, 0);
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint32_t x = static_cast<std::uint32_t>(v[i]);
+        for (int p = 0; p < passes; ++p) ++hist[p * radix + ((x >> (width * p)) & mask)];
+    }
+    for (int p = 0; p < passes; ++p) {
+        std::uint32_t* h = hist.data() + p * radix;
+        std::uint32_t sum = 0;
+        for (std::size_t d = 0; d < radix; ++d) {
+            const std::uint32_t c = h[d];
+            h[d] = sum;
+            sum += c;
+        }
+    }
+    // destinations alternate so that the last pass writes b
+    std::uint32_t* dst = passes % 2 ? b : a;
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint32_t x = static_cast<std::uint32_t>(v[i]);
+        dst[hist[x & mask]++] = x;
+    }
+    for (int p = 1; p < passes; ++p) {
+        std::uint32_t* src = dst;
+        dst = src == a ? b : a;
+        std::uint32_t* h = hist.data() + p * radix;
+        const int shift = width * p;
+        for (std::size_t i = 0; i < n; ++i) dst[h[(src[i] >> shift) & mask]++] = src[i];
+    }
+}
+
+// count_block for blocks whose k-mers differ in at most 32 low bits: sorts uint32 keys (in
+// tmp, which has room for 2n of them), then counts runs into v (k-mers) and tmp (counts).
+// Writing count m (bytes 8m..8m+8 of tmp) never reaches a key not yet read: key i sits at
+// bytes 4n + 4i and m <= i.
+std::size_t count_block_low_keys(u64* v, u64* tmp, std::size_t n, int low_bits, u64 floor) {
+    const u64 prefix = v[0] & ~((u64(1) << low_bits) - 1);
+    auto* a = reinterpret_cast<std::uint32_t*>(tmp);
+    std::uint32_t* b = a + n;
+    radix_sort_low_keys(v, a, b, n, low_bits);
+    std::uint32_t prev = b[0];
+    u64 run = 1;
+    std::size_t m = 0;
+    for (std::size_t i = 1; i < n; ++i) {
+        const std::uint32_t x = b[i];
+        const u64 step = x != prev;
+        v[m] = prefix | prev;
+        tmp[m] = run;
+        m += step;
+        run = step ? 1 : run + 1;
+        prev = x;
+    }
+    v[m] = prefix | prev;
+    tmp[m++] = run;
+    if (floor <= 1) return m;
+    std::size_t kept = 0;
+    for (std::size_t r = 0; r < m; ++r) {
+        if (tmp[r] >= floor) {
+            v[kept] = v[r];
+            tmp[kept] = tmp[r];
+            ++kept;
+        }
+    }
+    return kept;
+}
+
 // Blocks whose k-mers differ in at most this many low bits may be tallied in a table
 // (2^18 uint32 = 1 MiB, about one core's L2) instead of sorted.
 constexpr int kTallyBits = 18;
@@ -325,6 +397,7 @@ std::size_t count_block(u64* v, u64* tmp, std::size_t n, int low_bits, u64 min_c
         }
         return m;
     }
+    if (low_bits <= 32 && n < 0xffffffffULL) return count_block_low_keys(v, tmp, n, low_bits, floor);
     if (n < 0xffffffffULL) {
         radix_sort_low_bits<std::uint32_t>(v, tmp, n, low_bits);
     } else {
