@@ -25,7 +25,7 @@ def scan_to_path(genome, motifs, out: str, *, bed: bool = False, threads: int | 
     if not str(path).endswith(".gz"):
         with open_output(path, "wb") as fh:
             return scan_genome_file(genome, motifs, fh, bed=bed, threads=threads, **options)
-    from genesae_fast.scan_bgzf import BgzfWriter  # only for .gz names (its import costs start-up time)
+    from genesae_fast.bgzf import BgzfWriter  # only for .gz names (its import costs start-up time)
 
     index = bed and not is_special_file(path)
     with contextlib.ExitStack() as stack:
