@@ -388,12 +388,15 @@ std::size_t count_block(u64* v, u64* tmp, std::size_t n, int low_bits, u64 min_c
         const u64 prefix = v[0] & ~low_mask;
         tally.assign(std::size_t(1) << low_bits, 0);
         for (std::size_t i = 0; i < n; ++i) ++tally[v[i] & low_mask];
-        for (std::size_t j = 0; j < tally.size(); ++j) {
-            if (tally[j] != 0 && tally[j] >= floor) {
-                v[m] = prefix | j;
-                tmp[m] = tally[j];
-                ++m;
-            }
+        // Without a branch on the slot (about half the slots are empty, at random): every
+        // slot is written at row m, which moves on only for a kept one. m < n until the
+        // last distinct k-mer is kept, and then every slot left is empty.
+        const std::size_t slots = tally.size();
+        for (std::size_t j = 0; j < slots && m < n; ++j) {
+            const u64 t = tally[j];
+            v[m] = prefix | j;
+            tmp[m] = t;
+            m += t >= floor;
         }
         return m;
     }
