@@ -301,8 +301,9 @@ void radix_sort_low_bits(u64* v, u64* tmp, std::size_t n, int bits) {
 // Sorts the low `bits` (<= 32) bits of the n k-mers of v as uint32 keys: half the memory
 // traffic of sorting the k-mers themselves. a and b are scratch of n keys each; the sorted
 // keys end in b. Digits as in radix_sort_low_bits.
+// The pass count is a template argument so that the histogram loop is unrolled.
+template <int passes>
 void radix_sort_low_keys(const u64* v, std::uint32_t* a, std::uint32_t* b, std::size_t n, int bits) {
-    const int passes = std::max(1, (bits + 10) / 11);
     const int width = (bits + passes - 1) / passes;
     const std::size_t radix = std::size_t(1) << width;
     const std::uint32_t mask = static_cast<std::uint32_t>(radix - 1);
@@ -343,7 +344,11 @@ std::size_t count_block_low_keys(u64* v, u64* tmp, std::size_t n, int low_bits, 
     const u64 prefix = v[0] & ~((u64(1) << low_bits) - 1);
     auto* a = reinterpret_cast<std::uint32_t*>(tmp);
     std::uint32_t* b = a + n;
-    radix_sort_low_keys(v, a, b, n, low_bits);
+    switch (std::max(1, (low_bits + 10) / 11)) {  // digits of up to 11 bits
+        case 1: radix_sort_low_keys<1>(v, a, b, n, low_bits); break;
+        case 2: radix_sort_low_keys<2>(v, a, b, n, low_bits); break;
+        default: radix_sort_low_keys<3>(v, a, b, n, low_bits); break;
+    }
     std::uint32_t prev = b[0];
     u64 run = 1;
     std::size_t m = 0;
