@@ -129,8 +129,19 @@ def write_kmers_file(path: str | os.PathLike, k: int, out: str | os.PathLike | N
     from genesae_fast.outputs import check_output_path, open_output
 
     def run(fh) -> int:
-        fh.write(b"kmer\tcount\n")
-        return count_kmers_file(path, k, lambda km, ct: fh.write(_native.format_kmer_tsv(km, ct, k)), **options)
+        # The header waits for the first rows, which come only once the whole file has been
+        # read: bad input then leaves nothing on stdout but the error.
+        header = [b"kmer\tcount\n"]
+
+        def sink(km, ct) -> None:
+            if header:
+                fh.write(header.pop())
+            fh.write(_native.format_kmer_tsv(km, ct, k))
+
+        rows = count_kmers_file(path, k, sink, **options)
+        if header:
+            fh.write(header.pop())
+        return rows
 
     if out is None or str(out) == "-":
         rows = run(sys.stdout.buffer)

@@ -81,6 +81,14 @@ def test_bad_input_is_one_line(tmp_path):
     assert not (tmp_path / "out.tsv").exists()
 
 
+def test_written_rows_and_a_header_even_without_rows(tmp_path):
+    path = write_records(tmp_path / "g.fa", ["ACGTAC", "NN", "AC"])
+    assert write_kmers_file(path, 3, tmp_path / "a.tsv", working_memory=1) == 4  # spilled
+    assert (tmp_path / "a.tsv").read_text() == "kmer\tcount\nACG\t1\nCGT\t1\nGTA\t1\nTAC\t1\n"
+    assert write_kmers_file(path, 7, tmp_path / "b.tsv") == 0
+    assert (tmp_path / "b.tsv").read_text() == "kmer\tcount\n"
+
+
 _PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 
