@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
+import os
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -125,11 +127,21 @@ class _OrderedWriter:
     def write(self, data: bytes, coords=None) -> None:
         """Queue ``data``; ``coords`` (rec, start, end arrays) go to the sink's ``write_lines``."""
         if coords is None:
-            self.pending.append(self.pool.submit(self.fh.write, data))
+            self.pending.append(self.pool.submit(self._write, data))
         else:
             self.pending.append(self.pool.submit(self.fh.write_lines, data, *coords))
         while len(self.pending) > self.depth:
             self.pending.popleft().result()
+
+    #: Bytes written between two writeback requests.
+    WRITEBACK_BYTES = 32 << 20
+
+    def _write(self, data: bytes) -> None:
+        self.fh.write(data)
+        self.unsynced = getattr(self, "unsynced", 0) + len(data)
+        if self.unsynced >= self.WRITEBACK_BYTES:
+            self.unsynced = 0
+            _start_writeback(self.fh)
 
     def close(self) -> None:
         try:
@@ -137,6 +149,18 @@ class _OrderedWriter:
                 self.pending.popleft().result()
         finally:
             self.pool.shutdown()
+
+
+def _start_writeback(fh) -> None:
+    """Ask the kernel to start writing ``fh``'s dirty pages now (and drop them from the page
+    cache once written), without waiting. Replacing an existing file makes ext4 write back the
+    new one's data on the rename (auto_da_alloc): 0.1 s with the second core idle at the end of
+    a 150 MB output, unless most of it is already on its way. Pipes and the like are skipped."""
+    try:
+        fh.flush()
+        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        pass
 
 
 def _write_genome_order(scanner, prep: PreparedMotifs, n_str: int, writer: "_OrderedWriter", progress,

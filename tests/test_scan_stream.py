@@ -282,3 +282,26 @@ def test_motifs_loaded_while_the_genome_is_read(tmp_path, by_width):
     with pytest.raises(InputError, match="no motifs found"):
         scan_genome_file(bad, broken, io.BytesIO())
     assert threading.active_count() == before
+
+
+def test_writeback_requests_leave_the_output_unchanged(tmp_path, by_width, monkeypatch):
+    """Writeback is asked for after every batch here: regular files, in-memory buffers (no file
+    descriptor) and FIFOs (where the kernel refuses the hint) get the same bytes."""
+    from genesae_fast import scan_stream
+
+    monkeypatch.setattr(scan_stream._OrderedWriter, "WRITEBACK_BYTES", 1)
+    fasta = random_fasta(tmp_path / "g.fa", np.random.default_rng(4), [30_000, 2_000])
+    ref = reference_text(fasta, by_width[:6], pvalue=1e-3)
+    out = tmp_path / "hits.tsv"
+    scan_to_path(fasta, by_width[:6], str(out), pvalue=1e-3, batch_hits=50)
+    assert out.read_bytes() == ref
+    assert streamed_text(fasta, by_width[:6], pvalue=1e-3, batch_hits=50) == ref
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe"
+        os.mkfifo(fifo)
+        got = {}
+        reader = threading.Thread(target=lambda: got.setdefault("data", fifo.read_bytes()))
+        reader.start()
+        scan_to_path(fasta, by_width[:6], str(fifo), pvalue=1e-3, batch_hits=50)
+        reader.join(timeout=60)
+        assert got["data"] == ref
