@@ -27,15 +27,15 @@ def kmers(genome: str, k: int, canonical: bool, min_count: int, threads: int, me
     k-mers that span a non-ACGT base or a record boundary are not counted; lowercase
     (soft-masked) bases count as upper case. Rows are written as each partition is counted.
     """
-    from genesae_fast.kmers import default_memory, parse_memory, write_kmers
+    from genesae_fast.kmers import default_memory, parse_memory
+    from genesae_fast.kmers_file import write_kmers_file
     from genesae_fast.outputs import check_output_path
-    from genesae_fast.sequences import read_fasta
 
     budget = parse_memory(memory) if memory is not None else default_memory()
     if out != "-":
         check_output_path(out)  # fail before the work, not after
-    records = read_fasta(genome)
-    rows = write_kmers(records, k, out, canonical=canonical, min_count=min_count, threads=threads,
-                       memory=budget, spill_dir=tmp_dir)
+    # the genome is read in pieces: the budget holds it too, whatever its size
+    rows = write_kmers_file(genome, k, out, canonical=canonical, min_count=min_count, threads=threads,
+                            memory=budget, spill_dir=tmp_dir)
     if out != "-":
         click.echo(f"{rows:,} distinct {k}-mers written to {out}", err=True)

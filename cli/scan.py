@@ -45,8 +45,8 @@ def scan(genome: str, motif_spec: str, pvalue: float, background: str, motif_pse
     from genesae_fast.scan_output import scan_to_path
 
     t0 = time.perf_counter()
-    motifs = load_motifs(motif_spec)
-    info = scan_to_path(genome, motifs, out, bed=bed, pvalue=pvalue, threads=threads, background=background,
+    # motifs loaded while a reader thread decodes the genome's first pieces
+    info = scan_to_path(genome, lambda: load_motifs(motif_spec), out, bed=bed, pvalue=pvalue, threads=threads, background=background,
                         motif_pseudo=motif_pseudo, both_strands=not norc, motif_file=motif_spec, tmp_dir=tmp_dir,
                         progress=True)
     if out != "-":

@@ -78,6 +78,8 @@ constexpr std::size_t kSinkChunk = std::size_t(1) << 16;
 
 struct Collected;  // rows gathered in memory (count_kmers), see below
 
+py::array_t<std::uint64_t> borrowed(const std::uint64_t* p, std::size_t n);  // see the bindings
+
 struct Options {
     Collected* collect = nullptr;  // gather rows here instead of calling the sink
     int k = 1;
@@ -296,6 +298,83 @@ void radix_sort_low_bits(u64* v, u64* tmp, std::size_t n, int bits) {
     if (src != v) std::memcpy(v, src, n * sizeof(u64));
 }
 
+// Sorts the low `bits` (<= 32) bits of the n k-mers of v as uint32 keys: half the memory
+// traffic of sorting the k-mers themselves. a and b are scratch of n keys each; the sorted
+// keys end in b. Digits as in radix_sort_low_bits.
+// The pass count is a template argument so that the histogram loop is unrolled.
+template <int passes>
+void radix_sort_low_keys(const u64* v, std::uint32_t* a, std::uint32_t* b, std::size_t n, int bits) {
+    const int width = (bits + passes - 1) / passes;
+    const std::size_t radix = std::size_t(1) << width;
+    const std::uint32_t mask = static_cast<std::uint32_t>(radix - 1);
+    std::vector<std::uint32_t> hist(static_cast<std::size_t>(passes) * radix, 0);
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint32_t x = static_cast<std::uint32_t>(v[i]);
+        for (int p = 0; p < passes; ++p) ++hist[p * radix + ((x >> (width * p)) & mask)];
+    }
+    for (int p = 0; p < passes; ++p) {
+        std::uint32_t* h = hist.data() + p * radix;
+        std::uint32_t sum = 0;
+        for (std::size_t d = 0; d < radix; ++d) {
+            const std::uint32_t c = h[d];
+            h[d] = sum;
+            sum += c;
+        }
+    }
+    // destinations alternate so that the last pass writes b
+    std::uint32_t* dst = passes % 2 ? b : a;
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::uint32_t x = static_cast<std::uint32_t>(v[i]);
+        dst[hist[x & mask]++] = x;
+    }
+    for (int p = 1; p < passes; ++p) {
+        std::uint32_t* src = dst;
+        dst = src == a ? b : a;
+        std::uint32_t* h = hist.data() + p * radix;
+        const int shift = width * p;
+        for (std::size_t i = 0; i < n; ++i) dst[h[(src[i] >> shift) & mask]++] = src[i];
+    }
+}
+
+// count_block for blocks whose k-mers differ in at most 32 low bits: sorts uint32 keys (in
+// tmp, which has room for 2n of them), then counts runs into v (k-mers) and tmp (counts).
+// Writing count m (bytes 8m..8m+8 of tmp) never reaches a key not yet read: key i sits at
+// bytes 4n + 4i and m <= i.
+std::size_t count_block_low_keys(u64* v, u64* tmp, std::size_t n, int low_bits, u64 floor) {
+    const u64 prefix = v[0] & ~((u64(1) << low_bits) - 1);
+    auto* a = reinterpret_cast<std::uint32_t*>(tmp);
+    std::uint32_t* b = a + n;
+    switch (std::max(1, (low_bits + 10) / 11)) {  // digits of up to 11 bits
+        case 1: radix_sort_low_keys<1>(v, a, b, n, low_bits); break;
+        case 2: radix_sort_low_keys<2>(v, a, b, n, low_bits); break;
+        default: radix_sort_low_keys<3>(v, a, b, n, low_bits); break;
+    }
+    std::uint32_t prev = b[0];
+    u64 run = 1;
+    std::size_t m = 0;
+    for (std::size_t i = 1; i < n; ++i) {
+        const std::uint32_t x = b[i];
+        const u64 step = x != prev;
+        v[m] = prefix | prev;
+        tmp[m] = run;
+        m += step;
+        run = step ? 1 : run + 1;
+        prev = x;
+    }
+    v[m] = prefix | prev;
+    tmp[m++] = run;
+    if (floor <= 1) return m;
+    std::size_t kept = 0;
+    for (std::size_t r = 0; r < m; ++r) {
+        if (tmp[r] >= floor) {
+            v[kept] = v[r];
+            tmp[kept] = tmp[r];
+            ++kept;
+        }
+    }
+    return kept;
+}
+
 // Blocks whose k-mers differ in at most this many low bits may be tallied in a table
 // (2^18 uint32 = 1 MiB, about one core's L2) instead of sorted.
 constexpr int kTallyBits = 18;
@@ -314,15 +393,19 @@ std::size_t count_block(u64* v, u64* tmp, std::size_t n, int low_bits, u64 min_c
         const u64 prefix = v[0] & ~low_mask;
         tally.assign(std::size_t(1) << low_bits, 0);
         for (std::size_t i = 0; i < n; ++i) ++tally[v[i] & low_mask];
-        for (std::size_t j = 0; j < tally.size(); ++j) {
-            if (tally[j] != 0 && tally[j] >= floor) {
-                v[m] = prefix | j;
-                tmp[m] = tally[j];
-                ++m;
-            }
+        // Without a branch on the slot (about half the slots are empty, at random): every
+        // slot is written at row m, which moves on only for a kept one. m < n until the
+        // last distinct k-mer is kept, and then every slot left is empty.
+        const std::size_t slots = tally.size();
+        for (std::size_t j = 0; j < slots && m < n; ++j) {
+            const u64 t = tally[j];
+            v[m] = prefix | j;
+            tmp[m] = t;
+            m += t >= floor;
         }
         return m;
     }
+    if (low_bits <= 32 && n < 0xffffffffULL) return count_block_low_keys(v, tmp, n, low_bits, floor);
     if (n < 0xffffffffULL) {
         radix_sort_low_bits<std::uint32_t>(v, tmp, n, low_bits);
     } else {
@@ -594,36 +677,115 @@ void load_buckets(const SpillFiles& files, const std::vector<std::size_t>& sizes
     });
 }
 
-template <bool Canonical>
-void count_spilled(const std::vector<Segment>& segs, const Options& o, Buckets& bk, const Sink& sink) {
-    const std::size_t nb = bk.sizes.size();
-    const int threads = effective_threads(o.threads);
-    // Buffers take at most an eighth of the budget, 4 KiB to 64 KiB each.
-    const u64 cap = std::clamp<u64>(o.budget / (8 * 8 * nb * threads), 512, 8192);
-    SpillFiles files(o.spill_dir, nb, threads, cap);
-    const int shift = bk.shift;
-    parallel_for(o.threads, segs.size(), [&](int tid, std::size_t s) {
-        for_each_kmer<Canonical>(segs[s], o.k, [&](u64 x) { files.add(tid, x >> shift, x); });
-    });
-    files.finish();
+// Counts the buckets held in (finished) spill files, in order: batches of buckets that fit the
+// budget are loaded and counted in parallel; a bucket over the budget on its own is split by
+// its next bits. Each file is removed once counted.
+void count_spill_files(const SpillFiles& files, const std::vector<std::size_t>& sizes, int bits, int shift,
+                       const Options& o, const Sink& sink) {
+    const std::size_t nb = sizes.size();
     const u64 batch_items = std::max<u64>(1, o.budget / kBytesPerItem);
     for (std::size_t first = 0; first < nb;) {
-        if (bk.sizes[first] > batch_items) {  // alone over the budget: split it by its next bits
-            count_spilled_range(files.path(first), first, bk.bits, bk.sizes[first], o, sink);
+        if (sizes[first] > batch_items) {  // alone over the budget: split it by its next bits
+            count_spilled_range(files.path(first), first, bits, sizes[first], o, sink);
             std::remove(files.path(first).c_str());
             ++first;
             continue;
         }
         std::size_t last = first;
         std::size_t sum = 0;
-        while (last < nb && bk.sizes[last] <= batch_items && sum + bk.sizes[last] <= batch_items) sum += bk.sizes[last++];
+        while (last < nb && sizes[last] <= batch_items && sum + sizes[last] <= batch_items) sum += sizes[last++];
         BigArray v(sum), tmp(sum);
-        load_buckets(files, bk.sizes, first, last, v.data(), o);
+        load_buckets(files, sizes, first, last, v.data(), o);
         for (std::size_t b = first; b < last; ++b) std::remove(files.path(b).c_str());
-        count_batch(v.data(), tmp.data(), bk.sizes, first, last, shift, o, sink);
+        count_batch(v.data(), tmp.data(), sizes, first, last, shift, o, sink);
         first = last;
     }
 }
+
+// Per-thread spill buffers: at most an eighth of the budget, 4 KiB to 64 KiB each.
+u64 spill_buffer_items(const Options& o, std::size_t n_buckets) {
+    return std::clamp<u64>(o.budget / (8 * 8 * n_buckets * effective_threads(o.threads)), 512, 8192);
+}
+
+template <bool Canonical>
+void count_spilled(const std::vector<Segment>& segs, const Options& o, Buckets& bk, const Sink& sink) {
+    const std::size_t nb = bk.sizes.size();
+    SpillFiles files(o.spill_dir, nb, effective_threads(o.threads), spill_buffer_items(o, nb));
+    const int shift = bk.shift;
+    parallel_for(o.threads, segs.size(), [&](int tid, std::size_t s) {
+        for_each_kmer<Canonical>(segs[s], o.k, [&](u64 x) { files.add(tid, x >> shift, x); });
+    });
+    files.finish();
+    count_spill_files(files, bk.sizes, bk.bits, shift, o, sink);
+}
+
+// k-mers of a genome handed over a stretch at a time (the caller reads the FASTA in pieces),
+// appended to one spill file per bucket as they come, then counted bucket by bucket: the
+// genome never has to be in memory (KMC's design). No k-mer spans two stretches: the caller
+// repeats the last k - 1 bases of a record at the start of its next stretch.
+class KmerSpiller {
+  public:
+    KmerSpiller(int k, bool canonical, int threads, u64 budget, const std::string& spill_dir) : canonical_(canonical) {
+        if (k < 1 || k > 31) throw py::value_error("k must be between 1 and 31, got " + std::to_string(k));
+        if (threads < 1) throw py::value_error("threads must be >= 1");
+        o_.k = k;
+        o_.threads = effective_threads(threads);
+        o_.budget = budget == 0 ? std::numeric_limits<u64>::max() : budget;
+        o_.spill_dir = spill_dir;
+        bits_ = std::min(8, 2 * k);
+        shift_ = 2 * k - bits_;
+        const std::size_t nb = std::size_t(1) << bits_;
+        sizes_.assign(nb, 0);
+        files_ = std::make_unique<SpillFiles>(spill_dir, nb, o_.threads, spill_buffer_items(o_, nb));
+    }
+
+    void add(const std::vector<py::array_t<std::uint8_t, py::array::c_style | py::array::forcecast>>& arrays) {
+        if (done_) throw std::logic_error("add() after count()");
+        std::vector<Sequence> seqs;
+        for (const auto& a : arrays) {
+            if (a.ndim() != 1) throw py::value_error("each code array must be one-dimensional");
+            seqs.push_back({a.data(), static_cast<std::size_t>(a.shape(0))});
+        }
+        py::gil_scoped_release release;
+        const auto segs = make_segments(seqs, o_.k, static_cast<std::size_t>(o_.threads) * 8);
+        std::vector<std::vector<std::size_t>> local(o_.threads, std::vector<std::size_t>(sizes_.size(), 0));
+        const int shift = shift_;
+        parallel_for(o_.threads, segs.size(), [&](int tid, std::size_t s) {
+            std::size_t* n = local[tid].data();
+            auto put = [&](u64 x) {
+                files_->add(tid, x >> shift, x);
+                ++n[x >> shift];
+            };
+            canonical_ ? for_each_kmer<true>(segs[s], o_.k, put) : for_each_kmer<false>(segs[s], o_.k, put);
+        });
+        for (const auto& l : local)
+            for (std::size_t b = 0; b < sizes_.size(); ++b) sizes_[b] += l[b];
+    }
+
+    std::size_t count(u64 min_count, const py::function& sink) {
+        if (done_) throw std::logic_error("count() called twice");
+        done_ = true;
+        o_.min_count = min_count;
+        std::size_t rows = 0;
+        Sink to_python = [&](const u64* km, const u64* ct, std::size_t n) {
+            py::gil_scoped_acquire gil;
+            rows += n;
+            sink(borrowed(km, n), borrowed(ct, n));
+        };
+        py::gil_scoped_release release;
+        files_->finish();
+        count_spill_files(*files_, sizes_, bits_, shift_, o_, to_python);
+        return rows;
+    }
+
+  private:
+    Options o_;
+    bool canonical_;
+    bool done_ = false;
+    int bits_ = 0, shift_ = 0;
+    std::vector<std::size_t> sizes_;
+    std::unique_ptr<SpillFiles> files_;
+};
 
 template <bool Canonical>
 void count_partitioned(const std::vector<Segment>& segs, const Options& o, const Sink& sink) {
@@ -790,6 +952,15 @@ void bind_kmers(py::module_& m) {
           "Count k-mers within `memory` bytes of working memory (0 = no limit), spilling buckets to\n"
           "files in `spill_dir` (\"\" = never) when they do not fit. Calls sink(kmers, counts) with\n"
           "uint64 views, valid only during the call, in ascending k-mer order. Returns the row count.");
+    py::class_<KmerSpiller>(m, "KmerSpiller",
+                            "k-mers spilled to bucket files a stretch at a time, then counted within a budget.")
+        .def(py::init<int, bool, int, u64, const std::string&>(), py::arg("k"), py::arg("canonical"),
+             py::arg("threads"), py::arg("memory"), py::arg("spill_dir"),
+             "memory: bytes of working memory (0 = no limit); spill_dir: an existing folder for the files.")
+        .def("add", &KmerSpiller::add, py::arg("arrays"),
+             "Append the k-mers of these uint8 code arrays (none spans two arrays) to the bucket files.")
+        .def("count", &KmerSpiller::count, py::arg("min_count"), py::arg("sink"),
+             "Count every k-mer added; sink(kmers, counts) gets uint64 views in ascending order. Returns rows.");
     m.def("format_kmer_tsv", &format_kmer_tsv_py, py::arg("kmers"), py::arg("counts"), py::arg("k"),
           "Format packed k-mers and counts as 'KMER\\tCOUNT\\n' lines (no header).");
     m.def("_set_kmer_fault", [](long long segment) { g_fault_segment.store(segment); }, py::arg("segment"),

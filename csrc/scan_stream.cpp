@@ -27,6 +27,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <pybind11/numpy.h>
@@ -609,7 +610,20 @@ py::bytes StreamScanner::format_motifs(std::size_t m0, std::size_t m1, bool bed,
         std::vector<std::vector<std::uint64_t>> bufs(r1 - r0);
         std::vector<std::vector<View>> views(r1 - r0);
         for (std::size_t r = r0; r < r1; ++r) views[r - r0] = load_views(r, e0, e1, bufs[r - r0]);
-        parallel_for(threads_, m1 - m0, [&](int, std::size_t k) { motif_text(m0 + k, views, e0, bed, parts[k]); });
+        // Largest motifs first, so that no thread is left formatting one big motif alone at
+        // the end of the batch; each motif's text still lands in its own slot, in order.
+        std::vector<std::pair<std::size_t, std::size_t>> work(m1 - m0);  // (hits, motif offset)
+        for (std::size_t k = 0; k < m1 - m0; ++k) {
+            std::size_t n = 0;
+            for (const auto& run : views)
+                for (std::size_t e = (m0 + k) * strands_; e < (m0 + k + 1) * strands_; ++e) n += run[e - e0].n;
+            work[k] = {n, k};
+        }
+        std::stable_sort(work.begin(), work.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+        parallel_for(threads_, m1 - m0, [&](int, std::size_t i) {
+            const std::size_t k = work[i].second;
+            motif_text(m0 + k, views, e0, bed, parts[k]);
+        });
     }
     std::size_t total = 0;
     for (const auto& p : parts) total += p.size();

@@ -54,6 +54,15 @@ def count_kmers_stream(
     ascending k-mer order. Returns the number of rows.
     """
 
+class KmerSpiller:
+    """k-mers appended to bucket spill files a stretch at a time, then counted (used by
+    genesae_fast.kmers_file)."""
+    def __init__(self, k: int, canonical: bool, threads: int, memory: int, spill_dir: str) -> None: ...
+    def add(self, arrays: Sequence[npt.ArrayLike]) -> None:
+        """Append the k-mers of these uint8 code arrays (none spans two arrays)."""
+    def count(self, min_count: int, sink: Callable[[_U64, _U64], object]) -> int:
+        """Count everything added; ``sink`` gets the rows in ascending order. Returns the row count."""
+
 def format_kmer_tsv(kmers: npt.ArrayLike, counts: npt.ArrayLike, k: int) -> bytes:
     """'KMER\\tCOUNT\\n' lines (no header)."""
 

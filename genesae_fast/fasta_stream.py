@@ -174,3 +174,67 @@ def iter_pieces(path: str | os.PathLike, piece_bytes: int = 1 << 22) -> Iterator
                 break
     if parser.record < 0:
         raise InputError(f"{path}: line {parser.line}: not a FASTA file (no '>' record found)")
+
+
+class ReadAhead:
+    """:func:`iter_pieces` on a background thread, up to ``depth`` pieces ahead of the consumer.
+
+    Decoding (gzip inflation, the native parser) releases the GIL, so it overlaps whatever the
+    consumer does meanwhile: start it before slow set-up work, then iterate. Iterating yields
+    the pieces in file order and re-raises the reader's error (an :class:`InputError` for bad
+    input) where the bad piece would have come. Use as a context manager, or call
+    :meth:`close`, so the thread stops when the consumer gives up early.
+    """
+
+    def __init__(self, path: str | os.PathLike, piece_bytes: int = 1 << 22, depth: int = 2):
+        import queue
+        import threading
+
+        self._pieces: queue.Queue = queue.Queue(maxsize=max(1, int(depth)))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(path, piece_bytes),
+                                        name="genesae-fasta-reader", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        """Queue ``item``; False once the consumer has closed the reader."""
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._pieces.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, path, piece_bytes: int) -> None:
+        try:
+            for piece in iter_pieces(path, piece_bytes):
+                if not self._put(piece):
+                    return
+            self._put(None)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the consuming thread
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[Piece]:
+        if self._stop.is_set():
+            raise RuntimeError("ReadAhead is single use: it was read to the end or closed")
+        try:
+            while (item := self._pieces.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the reader thread (pieces not yet taken are dropped)."""
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> "ReadAhead":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import queue
+import io
+import os
 import sys
 import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from genesae_fast.errors import InputError
-from genesae_fast.fasta_stream import iter_pieces
+from genesae_fast.fasta_stream import ReadAhead, iter_pieces
 from genesae_fast.motifs import Motif
 from genesae_fast.scan import TSV_COLUMNS, PreparedMotifs, effective_threads, prepare_motifs, resolve_background
 
@@ -35,40 +35,16 @@ from genesae_fast.scan import TSV_COLUMNS, PreparedMotifs, effective_threads, pr
 BATCH_HITS = 1 << 16
 
 
-def _feed(scanner, genome, piece_bytes: int, progress) -> None:
-    """Decode ``genome`` on a reader thread and hand its pieces to ``scanner`` in order."""
-    pieces: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
+#: Decoded FASTA bytes the reader may hold ahead of the scanner: it decodes the start of the
+#: genome while the motifs are loaded and prepared, and keeps a block ready afterwards.
+READ_AHEAD_BYTES = 8 << 20
 
-    def put(item) -> bool:  # False once the scanning thread has given up
-        while not stop.is_set():
-            try:
-                pieces.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
 
-    def produce():
-        try:
-            for piece in iter_pieces(genome, piece_bytes):
-                if not put(piece):
-                    return
-            put(None)
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the scanning thread
-            put(exc)
-
-    reader = threading.Thread(target=produce, name="genesae-scan-reader", daemon=True)
-    reader.start()
-    try:
-        while (item := pieces.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            scanner.add(item.codes, item.first, item.name)
-            progress.update(int(item.codes.size))
-    finally:
-        stop.set()
-        reader.join()
+def _feed(scanner, pieces, progress) -> None:
+    """Hand the decoded pieces (a :class:`ReadAhead`) to ``scanner`` in order."""
+    for piece in pieces:
+        scanner.add(piece.codes, piece.first, piece.name)
+        progress.update(int(piece.codes.size))
 
 
 def _motif_bins(counts_by_entry, pvals_by_entry, n_tests: float):
@@ -151,11 +127,21 @@ class _OrderedWriter:
     def write(self, data: bytes, coords=None) -> None:
         """Queue ``data``; ``coords`` (rec, start, end arrays) go to the sink's ``write_lines``."""
         if coords is None:
-            self.pending.append(self.pool.submit(self.fh.write, data))
+            self.pending.append(self.pool.submit(self._write, data))
         else:
             self.pending.append(self.pool.submit(self.fh.write_lines, data, *coords))
         while len(self.pending) > self.depth:
             self.pending.popleft().result()
+
+    #: Bytes written between two writeback requests.
+    WRITEBACK_BYTES = 32 << 20
+
+    def _write(self, data: bytes) -> None:
+        self.fh.write(data)
+        self.unsynced = getattr(self, "unsynced", 0) + len(data)
+        if self.unsynced >= self.WRITEBACK_BYTES:
+            self.unsynced = 0
+            _start_writeback(self.fh)
 
     def close(self) -> None:
         try:
@@ -165,31 +151,67 @@ class _OrderedWriter:
             self.pool.shutdown()
 
 
+def _start_writeback(fh) -> None:
+    """Ask the kernel to start writing ``fh``'s dirty pages now (and drop them from the page
+    cache once written), without waiting. Replacing an existing file makes ext4 write back the
+    new one's data on the rename (auto_da_alloc): 0.1 s with the second core idle at the end of
+    a 150 MB output, unless most of it is already on its way. Pipes and the like are skipped."""
+    try:
+        fh.flush()
+        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+def _write_genome_order(scanner, prep: PreparedMotifs, n_str: int, writer: "_OrderedWriter", progress,
+                        batch_hits: int) -> None:
+    """Pass 2 for an index: BED lines run by run, each run sorted by position."""
+    scanner.set_text(0, len(prep.pssms), *_text_bins(scanner, prep, n_str, 0, len(prep.pssms)))
+    with_coords = hasattr(writer.fh, "write_lines")
+    for r in range(scanner.n_runs):
+        n = scanner.sort_run(r)
+        for lo in range(0, n, batch_hits):
+            hi = min(n, lo + batch_hits)
+            writer.write(scanner.format_sorted(lo, hi), scanner.sorted_coords(lo, hi) if with_coords else None)
+            progress.update(hi - lo)
+
+
+def _write_motif_order(scanner, prep: PreparedMotifs, n_str: int, writer: "_OrderedWriter", progress, *,
+                       bed: bool, batch_hits: int) -> None:
+    """Pass 2 in FIMO's order: batches of motifs. The next batch's q-values (numpy, holding the
+    GIL) are worked out on a helper thread while the native code formats this batch."""
+    batches = list(_batches(scanner, batch_hits))
+    ranges = list(dict.fromkeys((a, b) for a, b, *_ in batches))  # motif ranges, in order
+    with ThreadPoolExecutor(1, thread_name_prefix="genesae-scan-qvalues") as helper:
+        ahead = {}
+
+        def start(i: int) -> None:
+            if i < len(ranges):
+                ahead[i] = helper.submit(_text_bins, scanner, prep, n_str, *ranges[i])
+
+        start(0)
+        current = -1
+        for a, b, r0, r1, n in batches:
+            if current < 0 or ranges[current] != (a, b):
+                current += 1
+                values = ahead.pop(current).result()
+                start(current + 1)
+                scanner.set_text(a, b, *values)
+            writer.write(scanner.format_motifs(a, b, bed, r0, r1))
+            progress.update(n)
+
+
 def _write_text(scanner, prep: PreparedMotifs, n_str: int, fh, *, bed: bool, genome_order: bool, progress,
                 batch_hits: int = BATCH_HITS) -> None:
     """Pass 2: every hit as a line, motif by motif (FIMO's order) or in genome order."""
     writer = _OrderedWriter(fh)
-    n_motifs = len(prep.pssms)
     try:
         if not bed:
             writer.write(("\t".join(TSV_COLUMNS) + "\n").encode())
         if genome_order:
-            scanner.set_text(0, n_motifs, *_text_bins(scanner, prep, n_str, 0, n_motifs))
-            for r in range(scanner.n_runs):
-                n = scanner.sort_run(r)
-                for lo in range(0, n, batch_hits):
-                    hi = min(n, lo + batch_hits)
-                    coords = scanner.sorted_coords(lo, hi) if hasattr(fh, "write_lines") else None
-                    writer.write(scanner.format_sorted(lo, hi), coords)
-                    progress.update(hi - lo)
-            return
-        text_for = None
-        for a, b, r0, r1, n in _batches(scanner, batch_hits):
-            if text_for != (a, b):
-                scanner.set_text(a, b, *_text_bins(scanner, prep, n_str, a, b))
-                text_for = (a, b)
-            writer.write(scanner.format_motifs(a, b, bed, r0, r1))
-            progress.update(n)
+            _write_genome_order(scanner, prep, n_str, writer, progress, batch_hits)
+        else:
+            _write_motif_order(scanner, prep, n_str, writer, progress, bed=bed, batch_hits=batch_hits)
     finally:
         writer.close()
 
@@ -203,7 +225,8 @@ class _NoProgress:
 
 
 def _progress(enabled: bool, desc: str, unit: str):
-    if not enabled:
+    # tqdm hides itself off a terminal anyway; not importing it then saves start-up time
+    if not enabled or not sys.stderr.isatty():
         return _NoProgress()
     from tqdm import tqdm
 
@@ -228,9 +251,24 @@ def _spill_file(tmp_dir):
             raise InputError(f"{where}: {exc}; choose a folder with more space with --tmp-dir") from None
 
 
-def scan_genome_file(genome, motifs: Sequence[Motif], out, *, bed: bool = False, genome_order: bool = False,
-                     pvalue: float = 1e-4, threads: int | None = None, background="nrdb",
-                     motif_pseudo: float = 0.1, both_strands: bool = True, motif_file=None,
+def _scan_pieces(pieces, prep: PreparedMotifs, n_str: int, n_threads: int, spill, progress: bool, **sizes):
+    """Pass 1: a StreamScanner fed every piece, finished."""
+    from genesae_fast import _native
+
+    scanner = _native.StreamScanner(prep.cells, prep.col_offsets, prep.thresholds, n_str, n_threads,
+                                    spill.fileno(), **sizes)
+    bar = _progress(progress, "scanning", "bp")
+    try:
+        _feed(scanner, pieces, bar)
+        scanner.finish()
+    finally:
+        bar.close()
+    return scanner
+
+
+def scan_genome_file(genome, motifs: Sequence[Motif] | Callable[[], Sequence[Motif]], out, *, bed: bool = False,
+                     genome_order: bool = False, pvalue: float = 1e-4, threads: int | None = None,
+                     background="nrdb", motif_pseudo: float = 0.1, both_strands: bool = True, motif_file=None,
                      tmp_dir=None, block_bases: int = 1 << 20, run_bytes: int = 8 << 20,
                      piece_bytes: int = 1 << 20, batch_hits: int = BATCH_HITS, progress: bool = False,
                      _fault_unit: int = -1) -> dict:
@@ -239,7 +277,8 @@ def scan_genome_file(genome, motifs: Sequence[Motif], out, *, bed: bool = False,
     Parameters
     ----------
     genome : FASTA path (plain, gzip, BGZF)
-    motifs : list of Motif
+    motifs : list of Motif, or a function that loads them (called while the genome's first
+        pieces are being decoded on another thread)
     out : binary file object (``write(bytes)``) that receives the text; in genome order, an
         object with ``write_lines(text, rec, start, end)`` gets each line's coordinates too
     bed : BED6+3 lines (as :func:`genesae_fast.scan.write_bed`) instead of FIMO's TSV
@@ -256,31 +295,27 @@ def scan_genome_file(genome, motifs: Sequence[Motif], out, *, bed: bool = False,
     -------
     dict with ``hits``, ``motifs``, ``records`` and ``bases`` counts, and the record ``names``.
     """
-    from genesae_fast import _native
-
     n_threads = effective_threads(threads)
-    sequences = iter_pieces(genome, piece_bytes) if background == "sequence" else None
-    bg = resolve_background(background, sequences, motif_file, both_strands)
-    prep = prepare_motifs(motifs, bg, pvalue, motif_pseudo, both_strands, n_threads)
-    n_str = 2 if both_strands else 1
-    with _spill_file(tmp_dir) as spill:
-        scanner = _native.StreamScanner(prep.cells, prep.col_offsets, prep.thresholds, n_str, n_threads,
-                                        spill.fileno(), block_bases=block_bases, run_bytes=run_bytes,
-                                        _fault_unit=_fault_unit)
-        bar = _progress(progress, "scanning", "bp")
-        try:
-            _feed(scanner, genome, piece_bytes, bar)
-            scanner.finish()
-        finally:
-            bar.close()
-        scanner.set_names([m.id.encode() for m in motifs], [str(m.alt_id).encode() for m in motifs])
-        n_hits = int(scanner.motif_hits().sum())
-        bar = _progress(progress, "writing", "hits")
-        try:
-            _write_text(scanner, prep, n_str, out, bed=bed, genome_order=genome_order, progress=bar,
-                        batch_hits=batch_hits)
-        finally:
-            bar.close()
-        return {"hits": n_hits, "motifs": len(motifs), "records": scanner.n_records, "bases": scanner.total_bases,
-                "names": scanner.record_names()}
-
+    # --bg sequence needs a whole pass over the genome before anything else can start
+    bg = resolve_background(background, iter_pieces(genome, piece_bytes), motif_file, both_strands) \
+        if background == "sequence" else None
+    with ReadAhead(genome, piece_bytes, depth=max(2, READ_AHEAD_BYTES // max(1, piece_bytes))) as pieces:
+        if callable(motifs):
+            motifs = motifs()
+        if bg is None:
+            bg = resolve_background(background, None, motif_file, both_strands)
+        prep = prepare_motifs(motifs, bg, pvalue, motif_pseudo, both_strands, n_threads)
+        n_str = 2 if both_strands else 1
+        with _spill_file(tmp_dir) as spill:
+            scanner = _scan_pieces(pieces, prep, n_str, n_threads, spill, progress, block_bases=block_bases,
+                                   run_bytes=run_bytes, _fault_unit=_fault_unit)
+            scanner.set_names([m.id.encode() for m in motifs], [str(m.alt_id).encode() for m in motifs])
+            n_hits = int(scanner.motif_hits().sum())
+            bar = _progress(progress, "writing", "hits")
+            try:
+                _write_text(scanner, prep, n_str, out, bed=bed, genome_order=genome_order, progress=bar,
+                            batch_hits=batch_hits)
+            finally:
+                bar.close()
+            return {"hits": n_hits, "motifs": len(motifs), "records": scanner.n_records,
+                    "bases": scanner.total_bases, "names": scanner.record_names()}

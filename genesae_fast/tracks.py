@@ -31,7 +31,8 @@ API
 ``BedGraphWriter(path, chroms, *, name=None, description=None, float_format="{:.4g}")``
     The same ``write(chrom, starts, ends, values)`` as plain-text bedGraph with a
     ``track type=bedGraph`` line.
-``bgzf_blocks(data, level=6)`` / ``BGZF_EOF``: the BGZF encoding, for other writers.
+``bgzf_blocks(data, level=6)`` / ``BGZF_EOF``: the BGZF encoding, for other writers (from
+:mod:`genesae_fast.bgzf`, whose ``BgzfWriter`` also writes the BED files and indexes here).
 
 All writers are context managers; ``rows_written`` counts the rows so far.
 """
@@ -39,65 +40,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
 import uuid
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+# BGZF and the tabix index: the one writer, shared with ``genesae scan``
+from genesae_fast.bgzf import BGZF_EOF, BGZF_MAX_INPUT, BgzfWriter, bgzf_blocks, reg2bin  # noqa: F401 - re-exported
 from genesae_fast.errors import InputError
 from genesae_fast.outputs import check_output_path, is_special_file
-
-# BGZF (SAM spec, section 4.1): gzip members of at most 64 KiB each, with a "BC" extra
-# field holding the member's size, so a reader can seek to any member. htslib fills
-# blocks with at most 0xff00 uncompressed bytes so that even incompressible data fits.
-BGZF_MAX_INPUT = 0xFF00
-BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
-_BGZF_HEADER = struct.Struct("<4BI2BH2BHH")  # gzip header with the BC extra subfield
-
-# tabix (tabix spec / htslib tbx.c): BED preset = generic format with the UCSC flag
-# (0-based starts), sequence/start/end in columns 1/2/3, '#' comment lines.
-TBX_UCSC = 0x10000
-_MIN_SHIFT, _DEPTH = 14, 5           # 16 kbp linear windows, 6 binning levels (tabix default)
-_PSEUDO_BIN = 37450                  # holds per-reference offsets and counts
-
-
-def _bgzf_block(raw: bytes, level: int) -> bytes:
-    comp = zlib.compressobj(level, zlib.DEFLATED, -15)
-    data = comp.compress(raw) + comp.flush()
-    bsize = _BGZF_HEADER.size + len(data) + 8
-    header = _BGZF_HEADER.pack(0x1F, 0x8B, 8, 4, 0, 0, 0xFF, 6, ord("B"), ord("C"), 2, bsize - 1)
-    return header + data + struct.pack("<II", zlib.crc32(raw) & 0xFFFFFFFF, len(raw))
-
-
-def bgzf_blocks(data: bytes, level: int = 6) -> bytes:
-    """``data`` as BGZF blocks (no end-of-file marker; append :data:`BGZF_EOF` at the end)."""
-    return b"".join(_bgzf_block(data[i:i + BGZF_MAX_INPUT], level) for i in range(0, len(data), BGZF_MAX_INPUT))
-
-
-def _bin_offsets() -> list[int]:
-    # first bin of each level, finest first: 4681, 585, 73, 9, 1, 0
-    firsts, t = [], 0
-    for lev in range(_DEPTH + 1):
-        firsts.append(t)
-        t += 1 << (3 * lev)
-    return firsts[::-1]
-
-
-_LEVEL_FIRST = _bin_offsets()
-
-
-def reg2bin(beg: int, end: int) -> int:
-    """The smallest tabix bin (UCSC binning, 16 kbp leaves) holding the 0-based half-open
-    interval ``[beg, end)``; ``end > beg``."""
-    end -= 1
-    for lev in range(_DEPTH):
-        shift = _MIN_SHIFT + 3 * lev
-        if beg >> shift == end >> shift:
-            return _LEVEL_FIRST[lev] + (beg >> shift)
-    return 0
-
 
 class _AtomicPaths:
     """Temporary names beside each destination, moved into place by ``commit``."""
@@ -211,60 +162,6 @@ def _format_column(col, n: int, fmt: str, path) -> list[str]:
     return out
 
 
-class _RefIndex:
-    """Tabix bins and linear index of one reference, built as rows arrive (in order)."""
-
-    def __init__(self, first_voff: int):
-        self.bins: dict[int, list[list[int]]] = {}
-        self.linear: list[int] = []
-        self.beg_voff = first_voff
-        self.end_voff = first_voff
-        self.n = 0
-        self._bin = -1          # the current run of rows in one bin, as htslib's hts_idx_push keeps it
-        self._run_beg = first_voff
-
-    def push(self, beg: int, end: int, voff_beg: int, voff_end: int) -> None:
-        end = max(end, beg + 1)  # tabix indexes an empty interval as one base
-        b = reg2bin(beg, end)
-        if b != self._bin:
-            self._close_run()
-            self._bin, self._run_beg = b, voff_beg
-        w0, w1 = beg >> _MIN_SHIFT, (end - 1) >> _MIN_SHIFT
-        if len(self.linear) <= w1:
-            self.linear.extend([-1] * (w1 + 1 - len(self.linear)))
-        for w in range(w0, w1 + 1):
-            if self.linear[w] < 0:
-                self.linear[w] = voff_beg
-        self.end_voff = voff_end
-        self.n += 1
-
-    def _close_run(self) -> None:
-        if self._bin < 0:
-            return
-        chunks = self.bins.setdefault(self._bin, [])
-        # chunks of one bin that touch (or share a BGZF block) are merged, as htslib does
-        if chunks and chunks[-1][1] >> 16 >= self._run_beg >> 16:
-            chunks[-1][1] = self.end_voff
-        else:
-            chunks.append([self._run_beg, self.end_voff])
-
-    def finish(self) -> bytes:
-        self._close_run()
-        self._bin = -1
-        out = [struct.pack("<i", len(self.bins) + 1)]
-        for b in sorted(self.bins):
-            chunks = self.bins[b]
-            out.append(struct.pack("<Ii", b, len(chunks)))
-            out.extend(struct.pack("<QQ", c0, c1) for c0, c1 in chunks)
-        out.append(struct.pack("<IiQQQQ", _PSEUDO_BIN, 2, self.beg_voff, self.end_voff, self.n, 0))
-        linear, prev = [], 0
-        for v in self.linear:  # an empty window takes the previous one's offset
-            prev = v if v >= 0 else prev
-            linear.append(prev)
-        out.append(struct.pack(f"<i{len(linear)}Q", len(linear), *linear))
-        return b"".join(out)
-
-
 class _TrackWriter:
     """Shared context-manager and commit logic."""
 
@@ -314,44 +211,14 @@ class SortedBedWriter(_TrackWriter):
         self._order = _OrderCheck(path, chroms, need_lengths=False)
         want_index = index is not None and not is_special_file(path)
         self._paths = _AtomicPaths(path, Path(str(path) + ".tbi")) if want_index else _AtomicPaths(path)
-        self._index_on = want_index
-        self._fmt, self._level = float_format, level
+        self._fmt = float_format
         self._fh = open(self._paths.tmp[0], "wb")
-        self._buf = bytearray()
-        self._coff = 0                      # compressed bytes written so far = the next block's offset
-        self._refs: dict[int, _RefIndex] = {}
+        self._bgzf = BgzfWriter(self._fh, index=want_index, level=level)
         self._closed = False
-        for line in header or []:
-            line = line if line.startswith("#") else "#" + line
-            self._append(line.rstrip("\n").encode() + b"\n")
+        lines = [(line if line.startswith("#") else "#" + line).rstrip("\n") + "\n" for line in header or []]
+        if lines:
+            self._bgzf.write("".join(lines).encode())
 
-    # -- BGZF ---------------------------------------------------------------------------------
-    def _voff(self) -> int:
-        return (self._coff << 16) | len(self._buf)
-
-    def _flush_block(self) -> None:
-        if self._buf:
-            block = _bgzf_block(bytes(self._buf), self._level)
-            self._fh.write(block)
-            self._coff += len(block)
-            self._buf.clear()
-
-    def _append(self, data: bytes) -> tuple[int, int]:
-        """Append one line; returns its virtual offsets (start, end). A line that fits in
-        a block never spans two, so a reader seeks straight to it."""
-        if len(self._buf) + len(data) > BGZF_MAX_INPUT:
-            self._flush_block()
-        beg = self._voff()
-        pos = 0
-        while pos < len(data):
-            if len(self._buf) == BGZF_MAX_INPUT:
-                self._flush_block()
-            take = min(BGZF_MAX_INPUT - len(self._buf), len(data) - pos)
-            self._buf += data[pos:pos + take]
-            pos += take
-        return beg, self._voff()
-
-    # -- rows ----------------------------------------------------------------------------------
     def write(self, chrom, starts, ends, *columns, sort: bool = False) -> None:
         """Append rows ``[n]``; see the module docstring for the argument forms."""
         if self._closed:
@@ -365,27 +232,23 @@ class SortedBedWriter(_TrackWriter):
             codes, s, e = codes[order], s[order], e[order]
             cols = [[c[i] for i in order.tolist()] for c in cols]
         self._order.check(codes, s, e, disjoint=False)
+        if not n:
+            return
         names = self._order.names
-        for i, (c, a, b) in enumerate(zip(codes.tolist(), s.tolist(), e.tolist())):
-            fields = [names[c], str(a), str(b)] + [col[i] for col in cols]
-            v0, v1 = self._append(("\t".join(fields) + "\n").encode())
-            if self._index_on:
-                ref = self._refs.get(c)
-                if ref is None:
-                    ref = self._refs[c] = _RefIndex(v0)
-                ref.push(a, b, v0, v1)
+        text = "".join("\t".join([names[c], str(a), str(b)] + [col[i] for col in cols]) + "\n"
+                       for i, (c, a, b) in enumerate(zip(codes.tolist(), s.tolist(), e.tolist())))
+        self._bgzf.write_lines(text.encode(), codes, s, e)
 
     def close(self) -> None:
         """Write the end-of-file block and the index, and move both into place."""
         if self._closed:
             return
         try:
-            self._flush_block()
-            self._fh.write(BGZF_EOF)
+            index = self._bgzf.close(self._order.names)
             self._fh.close()
-            if self._index_on:
+            if index is not None:
                 with open(self._paths.tmp[1], "wb") as fh:
-                    fh.write(bgzf_blocks(self._tabix_bytes()) + BGZF_EOF)
+                    fh.write(index)
         except BaseException:
             self.abort()
             raise
@@ -394,14 +257,9 @@ class SortedBedWriter(_TrackWriter):
 
     def _release(self) -> None:
         self._closed = True
+        self._bgzf.pool.shutdown()
         with contextlib.suppress(Exception):
             self._fh.close()
-
-    def _tabix_bytes(self) -> bytes:
-        used = sorted(self._refs)   # references with rows, in the given chromosome order
-        names = b"".join(self._order.names[c].encode() + b"\0" for c in used)
-        head = struct.pack("<4s8i", b"TBI\1", len(used), TBX_UCSC, 1, 2, 3, ord("#"), 0, len(names))
-        return head + names + b"".join(self._refs[c].finish() for c in used) + struct.pack("<Q", 0)
 
 
 class BigWigWriter(_TrackWriter):

@@ -263,3 +263,45 @@ def test_bad_genome_is_a_one_line_error(tmp_path, small_case):
     assert "line 3: invalid character '!'" in result.output
     with pytest.raises(InputError, match="no such file"):
         scan_genome_file(tmp_path / "missing.fa", load_motifs(meme), io.BytesIO())
+
+
+def test_motifs_loaded_while_the_genome_is_read(tmp_path, by_width):
+    """A motif loader (called while a reader thread decodes the genome) gives the same text as
+    the loaded list; its error wins over a bad genome's and stops the reader thread."""
+    fasta = random_fasta(tmp_path / "g.fa", np.random.default_rng(9), [40_000, 3_000])
+    motifs = by_width[:6]
+    options = dict(pvalue=1e-3, piece_bytes=1000, block_bases=5000)
+    assert streamed_text(fasta, lambda: motifs, **options) == reference_text(fasta, motifs, pvalue=1e-3)
+    bad = tmp_path / "bad.fa"
+    bad.write_bytes(b">a\nAC!T\n")
+    before = threading.active_count()
+
+    def broken():
+        raise InputError("motifs.meme: no motifs found")
+
+    with pytest.raises(InputError, match="no motifs found"):
+        scan_genome_file(bad, broken, io.BytesIO())
+    assert threading.active_count() == before
+
+
+def test_writeback_requests_leave_the_output_unchanged(tmp_path, by_width, monkeypatch):
+    """Writeback is asked for after every batch here: regular files, in-memory buffers (no file
+    descriptor) and FIFOs (where the kernel refuses the hint) get the same bytes."""
+    from genesae_fast import scan_stream
+
+    monkeypatch.setattr(scan_stream._OrderedWriter, "WRITEBACK_BYTES", 1)
+    fasta = random_fasta(tmp_path / "g.fa", np.random.default_rng(4), [30_000, 2_000])
+    ref = reference_text(fasta, by_width[:6], pvalue=1e-3)
+    out = tmp_path / "hits.tsv"
+    scan_to_path(fasta, by_width[:6], str(out), pvalue=1e-3, batch_hits=50)
+    assert out.read_bytes() == ref
+    assert streamed_text(fasta, by_width[:6], pvalue=1e-3, batch_hits=50) == ref
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "pipe"
+        os.mkfifo(fifo)
+        got = {}
+        reader = threading.Thread(target=lambda: got.setdefault("data", fifo.read_bytes()))
+        reader.start()
+        scan_to_path(fasta, by_width[:6], str(fifo), pvalue=1e-3, batch_hits=50)
+        reader.join(timeout=60)
+        assert got["data"] == ref

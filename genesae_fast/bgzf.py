@@ -1,13 +1,16 @@
-"""BGZF compression and a tabix index for text written in large chunks (``genesae scan``).
+"""BGZF compression and a tabix index for text written in large chunks: the one BGZF writer,
+used by ``genesae scan`` (millions of hit lines) and the sorted BED tracks
+(:class:`genesae_fast.tracks.SortedBedWriter`).
 
-A writer for millions of lines: lines arrive as one ``bytes`` chunk with numpy arrays of their
-reference, start and end, and everything per line (block packing, virtual offsets, bins, linear
-index) is computed with numpy; only runs of lines in one tabix bin are visited in Python.
-Blocks are compressed on a thread pool (zlib releases the GIL).
+Lines arrive as one ``bytes`` chunk with numpy arrays of their reference, start and end, and
+everything per line (block packing, virtual offsets, bins, linear index) is computed with
+numpy; only runs of lines in one tabix bin are visited in Python. Blocks are compressed on a
+thread pool (zlib releases the GIL).
 
 Formats (SAM specification, sections 4.1-4.2, and the tabix specification): BGZF blocks hold
 at most 0xff00 input bytes; a line that fits in a block never spans two. The index uses the
-BED preset (0-based starts, columns 1/2/3), 16 kbp linear windows and tabix's binning.
+BED preset (0-based starts, columns 1/2/3, '#' comment lines), 16 kbp linear windows and
+tabix's binning.
 """
 from __future__ import annotations
 
@@ -35,8 +38,15 @@ def bgzf_block(raw: bytes, level: int = 6) -> bytes:
     return head + data + struct.pack("<II", zlib.crc32(raw) & 0xFFFFFFFF, len(raw))
 
 
-def reg2bin(beg: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """tabix bins of 0-based half-open intervals (``end > beg``), vectorised."""
+def bgzf_blocks(data: bytes, level: int = 6) -> bytes:
+    """``data`` as BGZF blocks (no end-of-file marker; append :data:`BGZF_EOF` at the end)."""
+    return b"".join(bgzf_block(data[i:i + BGZF_MAX_INPUT], level) for i in range(0, len(data), BGZF_MAX_INPUT))
+
+
+def reg2bin(beg, end):
+    """tabix bins of 0-based half-open intervals (``end > beg``): int arrays [n], or one int."""
+    if np.isscalar(beg) and np.isscalar(end):
+        return int(reg2bin(np.array([int(beg)], np.int64), np.array([int(end)], np.int64))[0])
     last = end - 1
     out = np.zeros(beg.shape, np.int64)
     done = np.zeros(beg.shape, bool)
@@ -141,16 +151,18 @@ class BgzfWriter:
         self.pool.shutdown()  # after close(), or when the scan failed: stop the compression threads
 
     def write(self, text: bytes) -> None:
-        """Append whole lines (not indexed)."""
+        """Append whole lines that the index does not cover (headers, comments)."""
         self.write_lines(text, None, None, None)
 
     def write_lines(self, text: bytes, rec, beg, end) -> None:
         """Append whole lines; with an index, ``rec``/``beg``/``end`` [n] give each line's
-        reference index (into the names given to :meth:`close`), start and end."""
+        reference index (into the names given to :meth:`close`), start and end (None: lines
+        left out of the index)."""
         data = self.buf + text
         line_ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
         cuts = _cuts(data, line_ends, final=False)
-        self._emit(data, cuts, line_ends[line_ends > len(self.buf)] if self.index else None, rec, beg, end)
+        indexed = self.index and rec is not None
+        self._emit(data, cuts, line_ends[line_ends > len(self.buf)] if indexed else None, rec, beg, end)
 
     def _emit(self, data: bytes, cuts: list[int], new_ends, rec, beg, end) -> None:
         bounds = [0] + cuts
