@@ -153,6 +153,23 @@ def evaluate_bits(net, segments, receptive_field: int, device, chunk: int = 1 <<
     return total, n
 
 
+def next_base_bits_of(logits, ids) -> np.ndarray:
+    """Bits of every base of ``ids`` [B, W] under next-base ``logits`` [B, 4, W] (torch).
+
+    Returns float32 [B, W]: ``-log2 P(base t)`` from column t - 1; NaN at t = 0 and where
+    base t is not A/C/G/T (code 4).
+    """
+    import torch
+
+    logp = torch.log_softmax(logits[:, :, :-1].float(), dim=1)  # predicts ids[:, 1:]
+    target = ids[:, 1:]
+    picked = torch.gather(logp, 1, target.clamp(max=3)[:, None, :])[:, 0, :] / -math.log(2)
+    picked = torch.where(target < 4, picked, torch.full_like(picked, float("nan")))
+    out = np.full(tuple(ids.shape), np.nan, dtype=np.float32)
+    out[:, 1:] = picked.cpu().numpy()
+    return out
+
+
 def tokenize_bases(sequence: str) -> TokenizedSequence:
     """One token per base: ids 0..4 (A, C, G, T, other), bp [i, i+1)."""
     from genesae_fast.sequences import encode
@@ -225,6 +242,32 @@ class CharCNNModel(GeneModel):
             hidden = capture_layer(self.net.blocks, layer, lambda: self.net(ids))
             out = hidden.transpose(1, 2).float().cpu().numpy()
         return np.ascontiguousarray(out)
+
+    def lm_bits_unavailable(self) -> str | None:
+        """None: the head predicts the next base, so every base has bits."""
+        return None
+
+    def forward_windows_bits(self, token_ids: np.ndarray, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """Hidden states [B, W, d] of ``layer`` and bits [B, W] of each base given the bases before it.
+
+        One full forward: a hook copies ``layer`` on the way. Bits at t are
+        ``-log2 softmax(logits[:, t-1])[base t]``; NaN at t = 0 and where base t is not A/C/G/T.
+        """
+        torch = self._torch
+        ids = torch.as_tensor(np.ascontiguousarray(token_ids), dtype=torch.long, device=self.device)
+        kept: list = []
+        if layer == 0:
+            handle = self.net.blocks[0].register_forward_pre_hook(lambda m, args: kept.append(args[0]))
+        else:
+            handle = self.net.blocks[layer - 1].register_forward_hook(lambda m, args, out: kept.append(out))
+        try:
+            with torch.inference_mode():
+                logits = self.net(ids)  # [B, 4, W]; column t predicts base t + 1
+                hidden = kept[0].transpose(1, 2).float().cpu().numpy()
+                bits = next_base_bits_of(logits, ids)
+        finally:
+            handle.remove()
+        return np.ascontiguousarray(hidden), bits
 
     def layer_info(self) -> dict:
         """Receptive field in bp of every layer."""

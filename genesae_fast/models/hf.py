@@ -296,6 +296,11 @@ class HFModel(GeneModel):
         ids = np.full((1, 1), self.tokenizer.unk_token_id or 0, dtype=np.int64)
         return int(self.forward_windows(ids, 0).shape[-1])
 
+    def lm_bits_unavailable(self) -> str | None:
+        """Hugging Face checkpoints are loaded as ``AutoModel``: no next-token head, no bits."""
+        return (f"model {self.name} is a Hugging Face checkpoint, loaded without its next-token head "
+                "(many DNA models, e.g. masked LMs, have none)")
+
     # -- forward ----------------------------------------------------------------------
 
     def forward_windows(self, token_ids: np.ndarray, layer: int) -> np.ndarray:
