@@ -133,6 +133,12 @@ def test_corrupt_lm_bits_chunk_is_a_one_line_error(tmp_path, genome):
     s.lm_bits(0, 512)  # chunk 0 is fine
     with pytest.raises(InputError, match=r"LM bits chunk 1 is corrupt \(CRC-32"):
         s.lm_bits(0, 1024)
+    with pytest.raises(InputError, match=r"verification failed: LM bits chunk 1 is corrupt"):
+        ActivationStore.open(out).verify()
+    (out / "lm_bits" / "c" / "1").write_bytes(b"\x00" * 12)  # truncated
+    with pytest.raises(InputError, match=r"LM bits chunk 1 is damaged"):
+        ActivationStore.open(out).lm_bits()
+    assert ActivationStore.open(out).verify([0, 2]) == 2
 
 
 def test_lm_bits_choice_and_bad_input(tmp_path, genome):

@@ -300,8 +300,8 @@ class ActivationStore:
         ------
         InputError
             One line listing every bad chunk (CRC-32 mismatch, NaN/inf values, missing or
-            truncated file, a record whose sums are not the chunk's) and damaged
-            coordinates.
+            truncated file, a record whose sums are not the chunk's), damaged
+            coordinates and damaged LM bits.
         """
         buf = np.empty((self.chunk_rows, self.d), dtype=self._stored_dtype)
         ks = list(range(self.n_chunks) if chunks is None else chunks)
@@ -318,6 +318,7 @@ class ActivationStore:
                 bad.append(f"commit record of activation chunk {k} ({chunk_key(k)}): sums do not match the chunk")
         if self.has_coordinates and ks:
             bad += self._verify_coordinates(ks)
+        bad += self._verify_lm_bits(ks) if self.has_lm_bits else []
         if self._stats_problem and not bad:
             bad.append(self._stats_problem)
         if bad:
@@ -425,7 +426,20 @@ class ActivationStore:
             parts.append(self._lm_bits_chunk(k)[max(start - a, 0):min(stop, b) - a])
         return np.concatenate(parts)
 
-    def _lm_bits_chunk(self, k: int) -> np.ndarray:
+    def _verify_lm_bits(self, ks) -> list[str]:
+        """Problems of the LM bits chunks ``ks`` (read afresh, checked against their records)."""
+        bad = []
+        for k in ks:
+            self._coords_cache.pop((layout.LM_BITS, k), None)
+            try:
+                if self._records.get(k) is None:
+                    raise InputError(f"{self.path}: LM bits chunk {k} has no commit record")
+                self._lm_bits_chunk(k, verify=True)
+            except InputError as exc:
+                bad.append(str(exc).removeprefix(f"{self.path}: "))
+        return bad
+
+    def _lm_bits_chunk(self, k: int, verify: bool | None = None) -> np.ndarray:
         cached = self._coords_cache.get((layout.LM_BITS, k))
         if cached is not None:
             return cached
@@ -435,7 +449,8 @@ class ActivationStore:
         except Exception as exc:  # zarr/numcodecs raise many types on damaged data
             raise InputError(f"{self.path}: LM bits chunk {k} is damaged ({_one_line(exc)})") from None
         rec = self._records.get(k)
-        if self.verify_reads and rec is not None and crc32(values) != rec.get("lm_bits_crc32"):
+        if (self.verify_reads if verify is None else verify) and rec is not None \
+                and crc32(values) != rec.get("lm_bits_crc32"):
             raise InputError(f"{self.path}: LM bits chunk {k} is corrupt (CRC-32 mismatch with its commit record)")
         if len(self._coords_cache) >= _COORD_CHUNKS_KEPT:
             self._coords_cache.pop(next(iter(self._coords_cache)))
