@@ -31,7 +31,7 @@ from genesae_fast.cli.options import genome_option
 @click.option("--lm-bits", type=click.Choice(["no", "yes", "auto"]), default="no", show_default=True,
               help="Also store the LM's bits per token (-log2 P(token | tokens before it)), which `annotate` "
                    "turns into the 'LM knows this concept' columns; auto: when the model has a next-token head "
-                   "(the built-in model does, Hugging Face checkpoints loaded here do not).")
+                   "(the built-in model and causal-LM Hugging Face checkpoints have one).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a Hugging Face checkpoint's own Python code.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

@@ -170,3 +170,49 @@ def test_cli_extract_lm_bits(tmp_path, genome):
     r = CliRunner().invoke(cli, ["extract", "--genome", str(genome), "--out", str(tmp_path / "x.zarr"), "-q",
                                  "--lm-bits", "often"])
     assert r.exit_code == 2
+
+
+# ------------------------------------------------------------------ Hugging Face checkpoints
+def _build_causal_char(folder) -> None:
+    """A tiny character-level GPT-2 with its LM head (HyenaDNA-like, causal)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"ACGTN"])}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=96, n_embd=16, n_layer=2, n_head=2)
+                    ).save_pretrained(folder)
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(folder)
+
+
+def test_hf_causal_lm_gives_bits_of_its_head(tmp_path, rng, one_thread):
+    pytest.importorskip("transformers", reason="Hugging Face checkpoints need the optional transformers package")
+    _build_causal_char(tmp_path / "gpt")
+    model = load_model(str(tmp_path / "gpt"), device="cpu")
+    assert model.causal and model.lm_bits_unavailable() is None
+    seq = _seq(rng, 60)
+    toks = model.tokenize(seq)
+    with torch.inference_mode():
+        logits = model.model(input_ids=torch.as_tensor(toks.token_ids)[None]).logits[0].double().numpy()
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    want = np.array([np.nan] + [-logp[t - 1, toks.token_ids[t]] / math.log(2) for t in range(1, len(toks))])
+    want[np.array([c not in "ACGTacgt" for c in seq])] = np.nan  # N has no bits
+    acts, bits = _extract_bits(model, seq, 1)
+    assert np.array_equal(np.isnan(bits), np.isnan(want))
+    np.testing.assert_allclose(bits[~np.isnan(bits)], want[~np.isnan(want)], rtol=1e-5, atol=1e-5)
+    assert np.array_equal(acts, np.concatenate([b.activations for b in model.extract(seq, 1)]))
+
+
+def test_hf_models_without_a_head_say_why(tmp_path):
+    pytest.importorskip("transformers", reason="Hugging Face checkpoints need the optional transformers package")
+    from test_models_hf import build_char, build_dnabert
+
+    for name, build in (("gpt2_bare", build_char), ("dnabert", build_dnabert)):
+        build(tmp_path / name)
+        model = load_model(str(tmp_path / name), device="cpu")
+        assert not model.causal
+        assert "names no causal-LM architecture" in model.lm_bits_unavailable()
+        with pytest.raises(NotImplementedError):
+            model.forward_windows_bits(np.zeros((1, 8), np.int64), 1)

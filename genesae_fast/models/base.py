@@ -76,6 +76,33 @@ class _StopForward(Exception):
     """Raised by a hook once the wanted layer is captured, to skip the later layers."""
 
 
+def _hook_layer(blocks: Sequence, layer: int, captured: list, stop: bool):
+    """Hook that appends the hidden states of ``layer`` to ``captured`` (and raises
+    ``_StopForward`` when ``stop``); returns the hook's handle."""
+
+    def first(tensor_like):
+        while isinstance(tensor_like, (tuple, list)):
+            tensor_like = tensor_like[0]
+        return tensor_like
+
+    def pre_hook(module, args, kwargs):
+        if args:
+            captured.append(first(args[0]))
+        else:
+            captured.append(first(kwargs.get("hidden_states", next(iter(kwargs.values())))))
+        if stop:
+            raise _StopForward
+
+    def post_hook(module, args, output):
+        captured.append(first(output))
+        if stop:
+            raise _StopForward
+
+    if layer == 0:
+        return blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
+    return blocks[layer - 1].register_forward_hook(post_hook)
+
+
 def capture_layer(blocks: Sequence, layer: int, run: Callable[[], object]):
     """Run ``run()`` and return the hidden states of ``layer``, read through hooks.
 
@@ -93,27 +120,7 @@ def capture_layer(blocks: Sequence, layer: int, run: Callable[[], object]):
         Runs the model's forward pass.
     """
     captured: list = []
-
-    def first(tensor_like):
-        while isinstance(tensor_like, (tuple, list)):
-            tensor_like = tensor_like[0]
-        return tensor_like
-
-    def pre_hook(module, args, kwargs):
-        if args:
-            captured.append(first(args[0]))
-        else:
-            captured.append(first(kwargs.get("hidden_states", next(iter(kwargs.values())))))
-        raise _StopForward
-
-    def post_hook(module, args, output):
-        captured.append(first(output))
-        raise _StopForward
-
-    if layer == 0:
-        handle = blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
-    else:
-        handle = blocks[layer - 1].register_forward_hook(post_hook)
+    handle = _hook_layer(blocks, layer, captured, stop=True)
     try:
         run()
     except _StopForward:
@@ -123,6 +130,20 @@ def capture_layer(blocks: Sequence, layer: int, run: Callable[[], object]):
     if not captured:
         raise RuntimeError(f"layer {layer}: the hook was never called")
     return captured[0]
+
+
+def capture_layer_and_output(blocks: Sequence, layer: int, run: Callable[[], object]):
+    """``(hidden states of layer, run()'s result)``: as :func:`capture_layer`, but the
+    forward pass runs to the end (the LM's bits need its head)."""
+    captured: list = []
+    handle = _hook_layer(blocks, layer, captured, stop=False)
+    try:
+        out = run()
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError(f"layer {layer}: the hook was never called")
+    return captured[0], out
 
 
 class GeneModel(abc.ABC):

@@ -27,7 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from genesae_fast.errors import InputError
-from genesae_fast.models.base import GeneModel, TokenizedSequence, capture_layer, resolve_device
+from genesae_fast.models.base import (
+    GeneModel,
+    TokenizedSequence,
+    capture_layer,
+    capture_layer_and_output,
+    resolve_device,
+)
 
 CONFIG_FILE = "lm_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -255,19 +261,12 @@ class CharCNNModel(GeneModel):
         """
         torch = self._torch
         ids = torch.as_tensor(np.ascontiguousarray(token_ids), dtype=torch.long, device=self.device)
-        kept: list = []
-        if layer == 0:
-            handle = self.net.blocks[0].register_forward_pre_hook(lambda m, args: kept.append(args[0]))
-        else:
-            handle = self.net.blocks[layer - 1].register_forward_hook(lambda m, args, out: kept.append(out))
-        try:
-            with torch.inference_mode():
-                logits = self.net(ids)  # [B, 4, W]; column t predicts base t + 1
-                hidden = kept[0].transpose(1, 2).float().cpu().numpy()
-                bits = next_base_bits_of(logits, ids)
-        finally:
-            handle.remove()
-        return np.ascontiguousarray(hidden), bits
+        with torch.inference_mode():
+            # logits [B, 4, W]: column t predicts base t + 1
+            hidden, logits = capture_layer_and_output(self.net.blocks, self.check_layer(layer), lambda: self.net(ids))
+            out = hidden.transpose(1, 2).float().cpu().numpy()
+            bits = next_base_bits_of(logits, ids)
+        return np.ascontiguousarray(out), bits
 
     def layer_info(self) -> dict:
         """Receptive field in bp of every layer."""
