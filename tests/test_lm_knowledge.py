@@ -276,3 +276,30 @@ def test_toy_lm_knows_the_planted_motif_and_not_the_decoy(tmp_path):
     assert cs["lm_knows"][d] == "0" and abs(float(cs["lm_bits_delta"][d])) < 0.2
     # gene concepts (pyrodigal's calls on random sequence, if any) are not known either
     assert all(cs["lm_knows"][i] in ("0", "NA") for i, k in enumerate(cs["kind"]) if k == "gene")
+
+
+def test_base_bits_spread_a_token_over_its_bases(tmp_path):
+    """Multi-base tokens (k-mers, BPE) share their bits evenly; a window cuts tokens."""
+    from genesae_fast.store import ActivationStore
+    from genesae_fast.store.writer import StoreWriter
+
+    spans = [(0, 3), (3, 6), (6, 7), (7, 11), (0, 2), (2, 5)]  # two records: 11 and 5 bp
+    seq = np.array([0, 0, 0, 0, 1, 1], np.int32)
+    bits = np.array([3.0, np.nan, 2.0, 6.0, 1.0, 0.3], np.float32)
+    genome_attrs = {"sequences": [{"name": "a", "length": 11, "row_start": 0, "row_end": 4},
+                                  {"name": "b", "length": 5, "row_start": 4, "row_end": 6}]}
+    w = StoreWriter.create(tmp_path / "s.zarr", n_rows=6, d=2, dtype="float32", config={"t": 1},
+                           attrs={"genome": genome_attrs}, chunk_rows=4, lm_bits=True)
+    w.write_coordinates(seq, np.array([a for a, _ in spans]), np.array([b for _, b in spans]), np.zeros(6, np.int64))
+    w.write_chunk(0, np.ones((4, 2)), bits[:4])
+    w.write_chunk(1, np.ones((2, 2)), bits[4:])
+    w.finalize()
+    store = ActivationStore.open(tmp_path / "s.zarr")
+    genome = Genome(["a", "b"], np.zeros(16, np.uint8), np.array([0, 11]), np.array([11, 5]))
+    full = LK.base_bits(store, genome, 0, 16)
+    want = [1, 1, 1, np.nan, np.nan, np.nan, 2, 1.5, 1.5, 1.5, 1.5, 0.5, 0.5, 0.1, 0.1, 0.1]
+    np.testing.assert_allclose(full, np.array(want, np.float32), rtol=1e-6)
+    np.testing.assert_allclose(LK.base_bits(store, genome, 2, 13), full[2:13], rtol=0)
+    assert LK.base_bits(store, genome, 5, 5).shape == (0,)
+    with pytest.raises(ValueError, match="LM bits missing"):
+        w.write_chunk(1, np.ones((2, 2)))
