@@ -303,3 +303,28 @@ def test_base_bits_spread_a_token_over_its_bases(tmp_path):
     assert LK.base_bits(store, genome, 5, 5).shape == (0,)
     with pytest.raises(ValueError, match="LM bits missing"):
         w.write_chunk(1, np.ones((2, 2)))
+
+
+def test_report_section_orders_concepts_and_reads_each_one():
+    from genesae_fast.annotate.lm_report import lm_section
+
+    cc = {"concept": ["M1", "CDS(+)", "M2", "stop codon(+)", "M3"], "kind": ["motif", "gene", "motif", "gene", "motif"],
+          "lm_sites": ["40", "900", "50", "800", "NA"], "lm_bits_site": ["1.2", "1.9", "1.9", "2.6", "NA"],
+          "lm_bits_flank": ["1.9", "1.96", "1.9", "1.97", "NA"], "lm_bits_delta": ["-0.7", "-0.06", "0", "0.63", "NA"],
+          "lm_bits_delta_ci": ["0.1", "0.005", "0.1", "0.02", "NA"], "lm_z": ["-14", "-25", "0", "51", "NA"],
+          "lm_knows": ["1", "0", "0", "0", "NA"], "f1": ["0.1", "0.7", "0.4", "0.05", "0.2"],
+          "neuron_f1": ["0.1", "0.7", "0.2", "0.02", "0.1"]}
+    info = {"concepts_measured": 4, "concepts_known": 1, "knows_drop_bits": 0.1, "knows_z": 3.0,
+            "knows_min_sites": 10, "flank_gap_bp": 10}
+    page = lm_section({"summary": {"lm_knowledge": info}, "concepts": cc})
+    order = [page.index(f"<td>{c}</td>") for c in ("CDS(+)", "stop codon(+)", "M1", "M2")]
+    assert order == sorted(order) and "<td>M3</td>" not in page  # genes first; unmeasured left out
+    assert "1 of 4 concepts are known" in page
+    row = page[page.index("<td>M1</td>"):]
+    assert row.index("SAE failure") < row.index("</tr>")
+    row = page[page.index("<td>M2</td>"):]
+    assert row.index("SAE finds it without an LM gain") < row.index("</tr>")
+    row = page[page.index("<td>stop codon(+)</td>"):]
+    assert row.index("LM failure") < row.index("</tr>")
+    absent = lm_section({"summary": {"lm_knowledge": {"absent": "model x has no head"}}, "concepts": {}})
+    assert "Not measured: model x has no head." in absent

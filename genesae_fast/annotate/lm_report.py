@@ -35,14 +35,14 @@ def _cell(v, digits: int = 3) -> str:
 
 
 def _rows(cc: dict) -> list:
-    """Measured concepts, lowest delta (sites cheapest) first."""
+    """Measured concepts: gene concepts, then motifs, each lowest delta (sites cheapest) first."""
     rows = []
     for i, name in enumerate(cc.get("concept", [])):
         delta = _num(cc["lm_bits_delta"][i])
         if math.isnan(delta):
             continue
         knows, f1 = _num(cc["lm_knows"][i]), _num(cc["f1"][i])
-        rows.append((delta, [name, cc["kind"][i], cc["lm_sites"][i], _num(cc["lm_bits_site"][i]),
+        rows.append(((cc["kind"][i] != "gene", delta), [name, cc["kind"][i], cc["lm_sites"][i], _num(cc["lm_bits_site"][i]),
                              _num(cc["lm_bits_flank"][i]), delta, _num(cc["lm_bits_delta_ci"][i]), _num(cc["lm_z"][i]),
                              "yes" if knows == 1 else "no", f1, _num(cc["neuron_f1"][i]), verdict(knows, f1)]))
     rows.sort(key=lambda r: r[0])
@@ -62,7 +62,7 @@ def lm_section(data: dict) -> str:
              f"(sites cost at least {info.get('knows_drop_bits')} bits per base fewer than flanks {info.get('flank_gap_bp')} bp "
              f"away, z ≤ -{info.get('knows_z')}, at least {info.get('knows_min_sites')} sites). A concept the LM does not know cannot be expected from its SAE; "
              f"one it knows that no feature finds (F1 &lt; {FOUND_F1}) is the SAE's miss. "
-             f"Lowest deltas first; all concepts are in concepts.tsv.</p>")
+             f"Gene concepts, then motifs, lowest delta first; all concepts are in concepts.tsv.</p>")
     cols = ["concept", "kind", "sites", "bits at sites", "bits at flanks", "delta", "±95%", "z", "LM knows",
             "best SAE F1", "best neuron F1", "reading"]
     body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in r) + "</tr>" for r in rows[:ROWS_SHOWN])
