@@ -174,7 +174,11 @@ def concept_sums(bits: np.ndarray, lo: int, genome, starts: np.ndarray, ends: np
     s, e = starts[owned], ends[owned]
     rec = np.searchsorted(genome.offsets, s, side="right") - 1
     records = (genome.offsets[rec], genome.offsets[rec] + genome.lengths[rec])
-    site, flank = site_values(bits, lo, (s, e), (starts, ends), records)
+    # only the span of these sites and their flanks is read (the window may be far wider)
+    fl = np.minimum(e - s, FLANK_MAX_BP)
+    a = max(int(np.min(s - FLANK_GAP_BP - fl)), lo)
+    z = min(int(np.max(e + FLANK_GAP_BP + fl)), lo + bits.shape[0])
+    site, flank = site_values(bits[a - lo:z - lo], a, (s, e), (starts, ends), records)
     return fold_sites(site, flank)
 
 
@@ -206,19 +210,23 @@ def window_sums(bits: np.ndarray, lo: int, genome, hits: list, g0: int, g1: int)
     return out
 
 
-def block_hits(job, lo: int, hi: int) -> list:
-    """Per concept of ``concept_keys``: (starts, ends) of its sites starting in ``[lo, hi)``
-    (motif hits from ``lo`` minus the longest motif on)."""
+def block_hits(job, g0: int, g1: int) -> list:
+    """Per concept of ``concept_keys``: (starts, ends) of its sites near block ``[g0, g1)``:
+    every site a site starting in the block or its flanks can overlap. Motifs are scanned
+    only as far as motif sites reach (gene intervals may reach much further)."""
     from genesae_fast.annotate.passes import _scan
 
     out = []
     if job.motifs:
-        h = _scan(job, job.motifs, lo, hi, max(m.probs.shape[0] for m in job.motifs))
+        width = max(m.probs.shape[0] for m in job.motifs)
+        R = reach(width)
+        h = _scan(job, job.motifs, max(g0 - R - width, 0), g1 + R, width)
         for m in range(len(job.motifs)):
             sel = h["motif"] == m
             out.append((h["start"][sel], h["end"][sel]))
+    R = reach(longest_site(None, job.gene))
     for src in (job.gene or {}).values():
-        out.append(src.starting(lo, hi))
+        out.append(src.starting(max(g0 - 2 * R, 0), g1 + R))
     return out
 
 
@@ -232,7 +240,7 @@ def lm_block(b: int, _params) -> LMKnowledge:
     R = reach(longest_site(job.motifs, job.gene))
     lo, hi = max(g0 - R, 0), min(g1 + R, G)
     acc = LMKnowledge.empty(concept_keys(job.motifs, job.gene))
-    hits = block_hits(job, max(lo - R, 0), hi)
+    hits = block_hits(job, g0, g1)
     acc.sums += window_sums(base_bits(store, job.genome, lo, hi), lo, job.genome, hits, g0, g1)
     return acc
 
