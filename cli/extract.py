@@ -28,11 +28,15 @@ from genesae_fast.cli.options import genome_option
 @click.option("--workers", type=click.IntRange(min=1), default=None, show_default="all cores",
               help="Local worker processes on CPU, one torch thread each (fewer for a small genome; 1 on a GPU "
                    "and under torchrun). The store is byte-identical for any number.")
+@click.option("--lm-bits", type=click.Choice(["no", "yes", "auto"]), default="no", show_default=True,
+              help="Also store the LM's bits per token (-log2 P(token | tokens before it)), which `annotate` "
+                   "turns into the 'LM knows this concept' columns; auto: when the model has a next-token head "
+                   "(the built-in model and causal-LM Hugging Face checkpoints have one).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a Hugging Face checkpoint's own Python code.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def extract(genome, model, layer, out, window, stride, max_tokens, dtype, batch_size, codec, chunk_rows, device,
-            workers, overwrite, trust_remote_code, quiet):
+            workers, lm_bits, overwrite, trust_remote_code, quiet):
     """Run MODEL over GENOME and store the activations of LAYER for every token.
 
     Resumable: after an interruption (even kill -9) rerun the same command; it continues
@@ -47,7 +51,8 @@ def extract(genome, model, layer, out, window, stride, max_tokens, dtype, batch_
 
     extract_to_store(genome, model, layer, out, window=window, stride=stride, max_tokens=max_tokens, dtype=dtype,
                      batch_size=batch_size, overwrite=overwrite, progress=not quiet, chunk_rows=chunk_rows,
-                     codec=codec, trust_remote_code=trust_remote_code, device=device, workers=workers)
+                     codec=codec, trust_remote_code=trust_remote_code, device=device, workers=workers,
+                     lm_bits={"no": False, "yes": True, "auto": "auto"}[lm_bits])
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:

@@ -229,6 +229,7 @@ class _Job:
     plan: _Plan
     config: dict
     attrs: dict
+    lm_bits: bool = False  # also store the LM's bits per token
 
     @property
     def d(self) -> int:
@@ -247,7 +248,25 @@ def _check_options(dtype, batch_size, max_tokens, workers) -> None:
         raise InputError(f"--workers {workers}: must be at least 1")
 
 
-def _make_job(genome_path, model, layer, *, window, stride, max_tokens, batch_size) -> _Job:
+def _lm_bits_choice(model, lm_bits) -> tuple[bool, str | None]:
+    """(keep LM bits?, why not) for ``lm_bits`` = True, False or "auto" (when the model can)."""
+    if lm_bits not in (True, False, "auto"):
+        raise InputError(f"--lm-bits {lm_bits!r}: expected true, false or auto")
+    reason = model.lm_bits_unavailable() if callable(getattr(model, "lm_bits_unavailable", None)) else (
+        f"model {model.name} has no next-token head loaded")
+    if lm_bits is True and reason:
+        raise InputError(f"--lm-bits: {reason}")
+    if not lm_bits:
+        return False, "not asked for (genesae extract --lm-bits)"
+    return reason is None, reason
+
+
+# what the store's lm_bits hold (attrs["lm_bits"])
+LM_BITS_DEFINITION = ("-log2 P(token | the tokens before it in the window that owns the token), the model's "
+                      "next-token head; NaN where it made no prediction (a window's first token, non-ACGT bases)")
+
+
+def _make_job(genome_path, model, layer, *, window, stride, max_tokens, batch_size, lm_bits=False) -> _Job:
     """Validate the model settings, count the tokens, and build the store's config/attrs."""
     from genesae_fast.sequences import file_sha256
 
@@ -259,6 +278,7 @@ def _make_job(genome_path, model, layer, *, window, stride, max_tokens, batch_si
     stride = int(stride if stride is not None else model.default_stride)
     if window < 1 or not 1 <= stride <= window:
         raise InputError(f"--window {window} --stride {stride}: need 1 <= stride <= window")
+    keep_bits, why_not = _lm_bits_choice(model, lm_bits)
     plan = _plan(genome_path, model, max_tokens)
     if plan.n_rows == 0:
         raise InputError(f"{genome_path}: no tokens to extract (empty genome?)")
@@ -278,13 +298,18 @@ def _make_job(genome_path, model, layer, *, window, stride, max_tokens, batch_si
         "batch_size": int(batch_size),
         "genome": {"path": os.path.abspath(genome_path), "sha256": genome_sha, "sequences": sequences},
     }
-    return _Job(genome_path, model, layer, window, stride, int(batch_size), plan, config, attrs)
+    if keep_bits:
+        config["lm_bits"] = True  # only then: other stores keep their config digests
+        attrs["lm_bits"] = {"definition": LM_BITS_DEFINITION, "unit": "bits per token"}
+    else:
+        attrs["lm_bits_absent"] = why_not
+    return _Job(genome_path, model, layer, window, stride, int(batch_size), plan, config, attrs, keep_bits)
 
 
 def extract_to_store(genome_path, model_spec_or_model, layer=None, out="activations.zarr", *, window=None,
                      stride=None, max_tokens=None, dtype="float16", batch_size=8, overwrite=False, progress=True,
                      chunk_rows=None, codec="none", trust_remote_code=False, device=None, verify_resume=True,
-                     workers=None) -> str:
+                     workers=None, lm_bits=False) -> str:
     """Extract one layer's activations of every token of a genome into a store; returns ``out``.
 
     Resumable: rerunning the same call after an interruption (even ``kill -9``) continues
@@ -312,11 +337,14 @@ def extract_to_store(genome_path, model_spec_or_model, layer=None, out="activati
     workers : local worker processes on CPU (default all cores, fewer for a job under
         ``MIN_ROWS_PER_WORKER`` tokens a core; 1 on a GPU, under torchrun, or for a model
         that cannot be sent to another process)
+    lm_bits : also store the LM's bits per token (``lm_bits`` array, read by the annotation's
+        "the LM knows this concept" diagnostic); "auto": when the model has a next-token
+        head, else the store says why not (``attrs["lm_bits_absent"]``)
     """
     _check_options(dtype, batch_size, max_tokens, workers)
     model = _resolve_model(model_spec_or_model, trust_remote_code, device)
     job = _make_job(genome_path, model, layer, window=window, stride=stride, max_tokens=max_tokens,
-                    batch_size=batch_size)
+                    batch_size=batch_size, lm_bits=lm_bits)
     spec = model_spec_or_model if isinstance(model_spec_or_model, (str, os.PathLike)) else _respec(model)
     with _one_thread(model) as on_cpu:
         ctx = _Dist()
@@ -411,7 +439,7 @@ def _open_store(job: _Job, out, ctx, *, dtype, chunk_rows, codec, overwrite, ver
         try:
             writer = StoreWriter.create(out, n_rows=job.plan.n_rows, d=job.d, dtype=dtype, config=job.config,
                                         attrs=job.attrs, chunk_rows=chunk_rows, codec=codec, coordinates=True,
-                                        overwrite=overwrite)
+                                        overwrite=overwrite, lm_bits=job.lm_bits)
             if not writer.coordinates_committed():
                 writer.write_coordinate_pieces(_coordinate_pieces(job.plan, job.model))
             done = writer.committed(verify=verify)
@@ -424,7 +452,7 @@ def _open_store(job: _Job, out, ctx, *, dtype, chunk_rows, codec, overwrite, ver
     if writer is None:
         full = dict(job.config, n_rows=job.plan.n_rows, d=job.d, dtype=dtype,
                     chunk_rows=int(chunk_rows or layout.default_chunk_rows(job.d, dtype)), codec=codec,
-                    has_coordinates=True)
+                    has_coordinates=True, **({"has_lm_bits": True} if job.lm_bits else {}))
         writer = StoreWriter.attach(out, config_hash(full))
     return writer, remaining
 
@@ -448,10 +476,10 @@ def _compute_chunks(writer, job: _Job, chunks, *, progress, total_rows=None, on_
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genesae-store-write")
     pending = []
 
-    def submit(k, buf):
+    def submit(k, buf, bits=None):
         while len(pending) >= 2:
             pending.pop(0).result()
-        pending.append(pool.submit(writer.write_chunk, k, buf))
+        pending.append(pool.submit(writer.write_chunk, k, buf, bits))
 
     try:
         cursor = _Cursor(job.plan, job.model)
@@ -472,27 +500,30 @@ def _fill_chunks(writer, job: _Job, cursor, k0: int, k1: int, submit, tick) -> i
     """Cut the model's blocks for chunks ``[k0, k1)`` into whole chunks and submit each;
     returns the chunk after the last one submitted."""
     a, b = writer.chunk_bounds(k0)[0], writer.chunk_bounds(k1 - 1)[1]
-    k, buf, filled = k0, None, 0
-    for _row, acts in _blocks(job, cursor, a, b):
+    k, buf, bbuf, filled = k0, None, None, 0
+    for _row, acts, bits in _blocks(job, cursor, a, b):
         pos = 0
         while pos < len(acts):
             if buf is None:
                 c0, c1 = writer.chunk_bounds(k)
                 buf = np.empty((c1 - c0, writer.d), dtype=np.float32)
+                bbuf = np.empty(c1 - c0, dtype=np.float32) if bits is not None else None
                 filled = 0
             take = min(len(buf) - filled, len(acts) - pos)
             buf[filled:filled + take] = acts[pos:pos + take]
+            if bbuf is not None:
+                bbuf[filled:filled + take] = bits[pos:pos + take]
             filled += take
             pos += take
             if filled == len(buf):
-                submit(k, buf)
+                submit(k, buf, bbuf)
                 k, buf = k + 1, None
         tick(len(acts))
     return k
 
 
 def _blocks(job: _Job, cursor: _Cursor, a: int, b: int):
-    """Activations of rows ``[a, b)`` in order, as ``(row, float32 [t, d])`` pieces."""
+    """Activations of rows ``[a, b)`` in order, as ``(row, float32 [t, d], LM bits float32 [t] or None)``."""
     plan, model = job.plan, job.model
     row = a
     while row < b:
@@ -500,14 +531,15 @@ def _blocks(job: _Job, cursor: _Cursor, a: int, b: int):
         s0, s1 = int(plan.row_starts[i]), int(plan.row_starts[i + 1])
         t0, stop = row - s0, min(b, s1) - s0  # token range in sequence i
         gen = model.extract(cursor.sequence(i), job.layer, window=job.window, stride=job.stride,
-                            batch_size=job.batch_size, start_token=t0)
+                            batch_size=job.batch_size, start_token=t0, **({"lm_bits": True} if job.lm_bits else {}))
         t = t0
         try:
             for blk in gen:
                 if len(blk.token_ids) == 0:
                     continue
                 take = min(len(blk.token_ids), stop - t)
-                yield s0 + t, _checked_block(blk, take, cursor.bp_start(i)[t:t + take], model, plan.names[i], t)
+                yield (s0 + t, _checked_block(blk, take, cursor.bp_start(i)[t:t + take], model, plan.names[i], t),
+                       None if not job.lm_bits else np.asarray(blk.lm_bits[:take], dtype=np.float32))
                 t += take
                 if t >= stop:
                     break
@@ -543,7 +575,7 @@ def _compute_in_workers(job: _Job, writer, remaining, n_workers: int, *, progres
     wargs = dict(genome_path=job.genome_path, layer=job.layer, window=job.window, stride=job.stride,
                  batch_size=job.batch_size, row_starts=job.plan.row_starts, names=job.plan.names,
                  lengths=job.plan.lengths, out=str(writer.path),
-                 config_digest=writer.config)
+                 config_digest=writer.config, lm_bits=job.lm_bits)
     procs = [ctx.Process(target=_worker_main, args=(model_args, wargs, shares[r], queue), daemon=True)
              for r in range(1, n_workers)]
     for p in procs:
@@ -603,7 +635,7 @@ def _worker_main(model_args, wargs: dict, chunks: list, queue) -> None:
         plan = _Plan(wargs["genome_path"], wargs["names"], wargs["lengths"],
                      np.asarray(wargs["row_starts"], dtype=np.int64))
         job = _Job(wargs["genome_path"], model, wargs["layer"], wargs["window"], wargs["stride"], wargs["batch_size"],
-                   plan, {}, {})
+                   plan, {}, {}, wargs["lm_bits"])
         _compute_chunks(writer, job, chunks, progress=False, on_rows=queue.put)
     except BaseException as exc:  # reported to the parent, which raises it
         queue.put(f"{type(exc).__name__}: {exc}")

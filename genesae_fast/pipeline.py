@@ -285,8 +285,9 @@ def _run_stages(stages: dict, paths: _Paths, plan: Plan, *, quick: bool, echo) -
 def _extract(genome, model, layer, paths: _Paths, s: RunSettings, *, workers, device, progress):
     from genesae_fast.extract import extract_to_store
 
+    # LM bits feed the annotation's "LM knows this concept" diagnostic (models with a next-token head)
     extract_to_store(genome, model, layer, paths.store, max_tokens=s.max_tokens, progress=progress, device=device,
-                     workers=workers)
+                     workers=workers, lm_bits="auto")
 
 
 def _train(paths: _Paths, s: RunSettings, *, seed, device, progress):
@@ -325,6 +326,7 @@ def format_summary(summary: dict) -> str:
         f"neurons {summary.get('concepts_neuron_f1_ge_0.5')}; the best SAE feature beats the best neuron on "
         f"{summary.get('concepts_sae_beats_neuron')} concepts",
     ]
+    lines.append(_lm_knowledge_line(summary.get("lm_knowledge") or {}))
     best = summary.get("best") or []
     if best:
         lines.append("best features (held-out F1, q-value):")
@@ -335,6 +337,16 @@ def format_summary(summary: dict) -> str:
         lines.append("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()))
     lines.append(f"report: {summary.get('report')}")
     return "\n".join(lines)
+
+
+def _lm_knowledge_line(info: dict) -> str:
+    """One line of the LM-knowledge diagnostic (annotate/lm_knowledge.py), or why it is absent."""
+    if "absent" in info or not info:
+        return f"LM knows the concepts: not measured ({info.get('absent', 'no LM bits')})"
+    shown = ", ".join(info.get("known", [])[:6])
+    return (f"LM knows {info.get('concepts_known')} of {info.get('concepts_measured')} concepts (sites cost >= "
+            f"{info.get('knows_drop_bits')} bits/base fewer than flanks, z <= -{info.get('knows_z')})"
+            + (f": {shown}" if shown else "") + "; lm_* columns of concepts.tsv")
 
 
 __all__ = ["run_pipeline", "RunSettings", "Plan", "make_plan", "format_summary", "DEFAULT_MOTIFS"]

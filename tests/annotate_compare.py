@@ -10,8 +10,10 @@ import numpy as np
 TABLES = ("features.tsv", "feature_motif.tsv", "feature_concept.tsv", "concepts.tsv")
 
 
-def make_store(d: Path, records: list[tuple[str, str]], latents: int = 64, k: int = 4, n_motifs: int = 8) -> dict:
-    """FASTA of ``records``, its built-in-LM store, a random SAE and a MEME file of JASPAR motifs."""
+def make_store(d: Path, records: list[tuple[str, str]], latents: int = 64, k: int = 4, n_motifs: int = 8,
+               lm_bits: bool = True) -> dict:
+    """FASTA of ``records``, its built-in-LM store (with LM bits: the streamed and in-memory
+    "LM knows this concept" columns are compared too), a random SAE and a MEME file of JASPAR motifs."""
     import torch
 
     from genesae_fast.extract import extract_to_store
@@ -24,7 +26,7 @@ def make_store(d: Path, records: list[tuple[str, str]], latents: int = 64, k: in
     fasta = d / "g.fa"
     write_fasta(records, fasta)
     store = d / "s.zarr"
-    extract_to_store(fasta, "builtin", None, store, progress=False)
+    extract_to_store(fasta, "builtin", None, store, progress=False, lm_bits=lm_bits)
     st = ActivationStore.open(store)
     torch.manual_seed(0)
     sae = TopKSAE(st.d, latents, k)

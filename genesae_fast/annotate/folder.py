@@ -221,9 +221,20 @@ def annotate_in_memory(store_path, sae_path, out, genome=None, motifs: str | Non
     enc = encode_store(inp.store, inp.sae, neurons=cfg.neurons, progress=progress)
     res = annotate_encoded(inp.genome, seq, bp_start, bp_end, enc, motifs=inp.motifs, real_hits=real,
                            control_hits=ctrl, gene_calls=inp.calls, cfg=cfg, progress=progress)
+    _add_lm_knowledge(res, inp, real)
     res.summary.update(_provenance(store_path, sae_path, inp, motifs, gff))
     write_result(res, out, inp.genome, inp.motifs, real, overwrite=True, gene_calls=inp.calls)
     return res.summary
+
+
+def _add_lm_knowledge(res, inp: Inputs, real_hits) -> None:
+    """The "LM knows this concept" columns of the in-memory path (``lm_knowledge.in_memory``)."""
+    from genesae_fast.annotate import lm_knowledge as LK
+    from genesae_fast.annotate.sources import gene_sources
+
+    g = inp.genome
+    lm = LK.in_memory(inp.store, g, inp.motifs, real_hits, gene_sources(inp.calls, g.offsets, g.lengths))
+    LK.add_columns(res, lm, None if lm is not None else LK.absent_reason(inp.store))
 
 
 def _fmt(v) -> str:
@@ -374,7 +385,7 @@ def describe(path) -> dict:
         raise InputError(f"{path}: not a complete annotation folder (no readable {MARKER})") from None
     keys = ["n_features", "n_tokens", "fvu", "l0", "dead_fraction", "features_tested", "n_motifs",
             "features_with_motif", "features_with_gene_concept", "features_with_any_concept",
-            "concepts_sae_f1_ge_0.5", "concepts_neuron_f1_ge_0.5", "genome", "store", "sae"]
+            "concepts_sae_f1_ge_0.5", "concepts_neuron_f1_ge_0.5", "lm_knowledge", "genome", "store", "sae"]
     out = {"kind": "annotation folder (genesae annotate)", "path": str(path.resolve())}
     out.update({k: summary[k] for k in keys if k in summary})
     out["report"] = str(path / "report.html") if (path / "report.html").exists() else "not written (genesae report)"

@@ -69,6 +69,10 @@ def _resources():
 def run_block(task):
     """Pool entry point: ``task = (pass name, block index, pass parameters)``."""
     name, b, params = task
+    if name == "lm_knowledge":  # its module builds on this one, so it is imported here
+        from genesae_fast.annotate.lm_knowledge import lm_block
+
+        return b, lm_block(b, params)
     fn = {"moments": moments_block, "counts": counts_block, "contexts": contexts_block}[name]
     return b, fn(b, params)
 

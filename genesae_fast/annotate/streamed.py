@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genesae_fast.annotate import lm_knowledge as LK
 from genesae_fast.annotate import stream as S
 from genesae_fast.annotate import tables as TB
 from genesae_fast.annotate.passes import Job, worker_init
@@ -124,6 +125,8 @@ def _passes(r, job: Job):
     parts = TB.Parts(stats, motif, gene, neuron_best, logos, {}, {m_.id: m_.probs for m_ in job.motifs or []},
                      int(job.genome.codes.shape[0]), job.split_block)
     res = TB.build_result(parts, cfg)
+    lm = LK.streamed(r, job)
+    LK.add_columns(res, lm, None if lm is not None else LK.absent_reason(ActivationStore.open(job.store_path)))
     tracks = TB.track_features(res.score, cfg.n_tracks)
     p3 = S.pass_contexts(r, specs, tracks)
     res.examples = examples_table(specs, job.genome, [p3.contexts[i] for i in range(len(specs))])

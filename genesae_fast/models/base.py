@@ -48,12 +48,16 @@ class ActivationBlock:
     ----------
     token_ids, bp_start, bp_end : numpy.ndarray, shape (t,), int64
     activations : numpy.ndarray, shape (t, d_model), float32
+    lm_bits : numpy.ndarray, shape (t,), float32, or None
+        Bits the model spent predicting each token from the tokens before it (NaN where
+        it made no prediction); only when asked for (``GeneModel.extract(lm_bits=True)``).
     """
 
     token_ids: np.ndarray
     bp_start: np.ndarray
     bp_end: np.ndarray
     activations: np.ndarray
+    lm_bits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.token_ids.shape[0])
@@ -70,6 +74,33 @@ def resolve_device(device=None):
 
 class _StopForward(Exception):
     """Raised by a hook once the wanted layer is captured, to skip the later layers."""
+
+
+def _hook_layer(blocks: Sequence, layer: int, captured: list, stop: bool):
+    """Hook that appends the hidden states of ``layer`` to ``captured`` (and raises
+    ``_StopForward`` when ``stop``); returns the hook's handle."""
+
+    def first(tensor_like):
+        while isinstance(tensor_like, (tuple, list)):
+            tensor_like = tensor_like[0]
+        return tensor_like
+
+    def pre_hook(module, args, kwargs):
+        if args:
+            captured.append(first(args[0]))
+        else:
+            captured.append(first(kwargs.get("hidden_states", next(iter(kwargs.values())))))
+        if stop:
+            raise _StopForward
+
+    def post_hook(module, args, output):
+        captured.append(first(output))
+        if stop:
+            raise _StopForward
+
+    if layer == 0:
+        return blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
+    return blocks[layer - 1].register_forward_hook(post_hook)
 
 
 def capture_layer(blocks: Sequence, layer: int, run: Callable[[], object]):
@@ -89,27 +120,7 @@ def capture_layer(blocks: Sequence, layer: int, run: Callable[[], object]):
         Runs the model's forward pass.
     """
     captured: list = []
-
-    def first(tensor_like):
-        while isinstance(tensor_like, (tuple, list)):
-            tensor_like = tensor_like[0]
-        return tensor_like
-
-    def pre_hook(module, args, kwargs):
-        if args:
-            captured.append(first(args[0]))
-        else:
-            captured.append(first(kwargs.get("hidden_states", next(iter(kwargs.values())))))
-        raise _StopForward
-
-    def post_hook(module, args, output):
-        captured.append(first(output))
-        raise _StopForward
-
-    if layer == 0:
-        handle = blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
-    else:
-        handle = blocks[layer - 1].register_forward_hook(post_hook)
+    handle = _hook_layer(blocks, layer, captured, stop=True)
     try:
         run()
     except _StopForward:
@@ -119,6 +130,20 @@ def capture_layer(blocks: Sequence, layer: int, run: Callable[[], object]):
     if not captured:
         raise RuntimeError(f"layer {layer}: the hook was never called")
     return captured[0]
+
+
+def capture_layer_and_output(blocks: Sequence, layer: int, run: Callable[[], object]):
+    """``(hidden states of layer, run()'s result)``: as :func:`capture_layer`, but the
+    forward pass runs to the end (the LM's bits need its head)."""
+    captured: list = []
+    handle = _hook_layer(blocks, layer, captured, stop=False)
+    try:
+        out = run()
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError(f"layer {layer}: the hook was never called")
+    return captured[0], out
 
 
 class GeneModel(abc.ABC):
@@ -166,6 +191,26 @@ class GeneModel(abc.ABC):
             One row per input token (special tokens the model adds are removed).
         """
 
+    def lm_bits_unavailable(self) -> str | None:
+        """Why this model gives no per-token LM bits (None when it does, see ``forward_windows_bits``)."""
+        return f"model {self.name} has no next-token head loaded"
+
+    def forward_windows_bits(self, token_ids: np.ndarray, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """Hidden states of ``layer`` and the LM's bits for every token of a batch of windows.
+
+        Parameters
+        ----------
+        token_ids : numpy.ndarray, shape (B, W), int64
+        layer : int
+
+        Returns
+        -------
+        (numpy.ndarray (B, W, d_model) float32, numpy.ndarray (B, W) float32)
+            The hidden states (as ``forward_windows``) and ``-log2 P(token t | tokens < t of
+            the window)``; NaN at t = 0 and wherever the model makes no prediction.
+        """
+        raise NotImplementedError(self.lm_bits_unavailable())
+
     def layer_info(self) -> dict:
         """Extra per-layer facts (e.g. receptive field in bp); empty if unknown."""
         return {}
@@ -189,6 +234,7 @@ class GeneModel(abc.ABC):
         stride: int | None = None,
         batch_size: int = 8,
         start_token: int = 0,
+        lm_bits: bool = False,
     ) -> Iterator[ActivationBlock]:
         """Activations of ``layer`` for every token of ``sequence``, in token order.
 
@@ -211,6 +257,9 @@ class GeneModel(abc.ABC):
             resuming).
         start_token : int
             First token to return (0..T).
+        lm_bits : bool
+            Also return each token's LM bits (``ActivationBlock.lm_bits``) from the window that
+            owns it: those of a whole-sequence forward where windows overlap by twice the context.
 
         Yields
         ------
@@ -232,7 +281,8 @@ class GeneModel(abc.ABC):
         for b0 in range((first_window // batch_size) * batch_size, len(starts), batch_size):
             b1 = min(b0 + batch_size, len(starts))
             ids = np.stack([toks.token_ids[s : s + w] for s in starts[b0:b1]])
-            block = _owned_block(toks, self.forward_windows(ids, layer), starts[b0:b1], ranges[b0:b1], start_token)
+            hidden, bits = self.forward_windows_bits(ids, layer) if lm_bits else (self.forward_windows(ids, layer), None)
+            block = _owned_block(toks, hidden, starts[b0:b1], ranges[b0:b1], start_token, bits)
             if block is not None:
                 yield block
 
@@ -252,19 +302,20 @@ class GeneModel(abc.ABC):
 
 
 def _owned_block(toks: TokenizedSequence, hidden: np.ndarray, starts: np.ndarray, ranges: np.ndarray,
-                 start_token: int) -> ActivationBlock | None:
+                 start_token: int, bits: np.ndarray | None = None) -> ActivationBlock | None:
     """The tokens a batch of windows owns (from ``start_token`` on) as one block, or None.
 
-    ``hidden [b, w, d]`` are the windows' activations, ``starts [b]`` their first tokens and
-    ``ranges [b, 2]`` the token range each window owns.
+    ``hidden [b, w, d]`` are the windows' activations, ``starts [b]`` their first tokens,
+    ``ranges [b, 2]`` the token range each window owns, ``bits [b, w]`` optional LM bits.
     """
     parts = []
-    for s, (lo, hi), h in zip(starts, ranges, hidden):
+    for j, (s, (lo, hi)) in enumerate(zip(starts, ranges)):
         lo, hi, s = max(int(lo), start_token), int(hi), int(s)
         if lo < hi:
-            parts.append((lo, hi, h[lo - s : hi - s]))
+            parts.append((lo, hi, hidden[j][lo - s : hi - s], None if bits is None else bits[j][lo - s : hi - s]))
     if not parts:
         return None
     lo, hi = parts[0][0], parts[-1][1]
     acts = np.ascontiguousarray(np.concatenate([p[2] for p in parts], axis=0), dtype=np.float32)
-    return ActivationBlock(toks.token_ids[lo:hi], toks.bp_start[lo:hi], toks.bp_end[lo:hi], acts)
+    lm = None if bits is None else np.ascontiguousarray(np.concatenate([p[3] for p in parts]), dtype=np.float32)
+    return ActivationBlock(toks.token_ids[lo:hi], toks.bp_start[lo:hi], toks.bp_end[lo:hi], acts, lm)

@@ -27,7 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from genesae_fast.errors import InputError
-from genesae_fast.models.base import GeneModel, TokenizedSequence, capture_layer, resolve_device
+from genesae_fast.models.base import (
+    GeneModel,
+    TokenizedSequence,
+    capture_layer,
+    capture_layer_and_output,
+    resolve_device,
+)
 
 CONFIG_FILE = "lm_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -153,6 +159,23 @@ def evaluate_bits(net, segments, receptive_field: int, device, chunk: int = 1 <<
     return total, n
 
 
+def next_base_bits_of(logits, ids) -> np.ndarray:
+    """Bits of every base of ``ids`` [B, W] under next-base ``logits`` [B, 4, W] (torch).
+
+    Returns float32 [B, W]: ``-log2 P(base t)`` from column t - 1; NaN at t = 0 and where
+    base t is not A/C/G/T (code 4).
+    """
+    import torch
+
+    logp = torch.log_softmax(logits[:, :, :-1].float(), dim=1)  # predicts ids[:, 1:]
+    target = ids[:, 1:]
+    picked = torch.gather(logp, 1, target.clamp(max=3)[:, None, :])[:, 0, :] / -math.log(2)
+    picked = torch.where(target < 4, picked, torch.full_like(picked, float("nan")))
+    out = np.full(tuple(ids.shape), np.nan, dtype=np.float32)
+    out[:, 1:] = picked.cpu().numpy()
+    return out
+
+
 def tokenize_bases(sequence: str) -> TokenizedSequence:
     """One token per base: ids 0..4 (A, C, G, T, other), bp [i, i+1)."""
     from genesae_fast.sequences import encode
@@ -225,6 +248,25 @@ class CharCNNModel(GeneModel):
             hidden = capture_layer(self.net.blocks, layer, lambda: self.net(ids))
             out = hidden.transpose(1, 2).float().cpu().numpy()
         return np.ascontiguousarray(out)
+
+    def lm_bits_unavailable(self) -> str | None:
+        """None: the head predicts the next base, so every base has bits."""
+        return None
+
+    def forward_windows_bits(self, token_ids: np.ndarray, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """Hidden states [B, W, d] of ``layer`` and bits [B, W] of each base given the bases before it.
+
+        One full forward: a hook copies ``layer`` on the way. Bits at t are
+        ``-log2 softmax(logits[:, t-1])[base t]``; NaN at t = 0 and where base t is not A/C/G/T.
+        """
+        torch = self._torch
+        ids = torch.as_tensor(np.ascontiguousarray(token_ids), dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            # logits [B, 4, W]: column t predicts base t + 1
+            hidden, logits = capture_layer_and_output(self.net.blocks, self.check_layer(layer), lambda: self.net(ids))
+            out = hidden.transpose(1, 2).float().cpu().numpy()
+            bits = next_base_bits_of(logits, ids)
+        return np.ascontiguousarray(out), bits
 
     def layer_info(self) -> dict:
         """Receptive field in bp of every layer."""

@@ -17,6 +17,10 @@ upper-cased and non-ACGT letters become N first (same length, so coordinates hol
 
 Hidden states are read with hooks on the model's block list (the ``nn.ModuleList`` with
 one module per layer), never by editing the model's code.
+
+A checkpoint whose config names a causal-LM architecture (``*ForCausalLM``,
+``*LMHeadModel``) is loaded with its next-token head, so it also gives each token's LM bits
+(``forward_windows_bits``); other checkpoints (masked LMs, bare encoders) give none.
 """
 from __future__ import annotations
 
@@ -29,13 +33,33 @@ from pathlib import Path
 import numpy as np
 
 from genesae_fast.errors import InputError
-from genesae_fast.models.base import GeneModel, TokenizedSequence, capture_layer, resolve_device
+from genesae_fast.models.base import (
+    GeneModel,
+    TokenizedSequence,
+    capture_layer,
+    capture_layer_and_output,
+    resolve_device,
+)
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt")
 _NON_ACGT = re.compile(r"[^ACGT]")
 # markers tokenizers put on word pieces; they spell no bases
 _PIECE_MARKERS = ("##", "\u0120", "\u2581")
 _DNA_TOKEN = re.compile(r"^[ACGTN]+$")
+_CAUSAL_ARCHITECTURES = ("ForCausalLM", "LMHeadModel")
+
+
+def load_weights(folder, config, kwargs: dict):
+    """``(model, causal)``: the checkpoint with its next-token head when its config names a
+    causal-LM architecture (and that loads), else the bare model (``AutoModel``)."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    if any(str(a).endswith(_CAUSAL_ARCHITECTURES) for a in getattr(config, "architectures", None) or []):
+        try:
+            return AutoModelForCausalLM.from_pretrained(folder, **kwargs), True
+        except Exception:  # noqa: BLE001 - no head class for this config: the bare model, as before
+            pass
+    return AutoModel.from_pretrained(folder, **kwargs), False
 
 
 def normalize_sequence(sequence: str) -> str:
@@ -142,7 +166,7 @@ class HFModel(GeneModel):
         # belt and braces: a local folder never needs the Hub, and nothing may use the network
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
-            from transformers import AutoConfig, AutoModel, AutoTokenizer
+            from transformers import AutoConfig, AutoTokenizer
             from transformers.utils import logging as hf_logging
         except ImportError:
             raise InputError(f"--model {folder}: Hugging Face checkpoints need the 'transformers' package") from None
@@ -152,7 +176,7 @@ class HFModel(GeneModel):
         try:
             self.hf_config = AutoConfig.from_pretrained(folder, **kwargs)
             self.tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-            self.model = AutoModel.from_pretrained(folder, **kwargs)
+            self.model, self.causal = load_weights(folder, self.hf_config, kwargs)
         except Exception as exc:  # transformers raises many types; the user needs one line
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "trust_remote_code" in str(exc) and not trust_remote_code:
@@ -296,10 +320,47 @@ class HFModel(GeneModel):
         ids = np.full((1, 1), self.tokenizer.unk_token_id or 0, dtype=np.int64)
         return int(self.forward_windows(ids, 0).shape[-1])
 
+    def lm_bits_unavailable(self) -> str | None:
+        """None for a causal LM with its head; otherwise why there are no bits."""
+        if self.causal:
+            return None
+        archs = ", ".join(getattr(self.hf_config, "architectures", None) or []) or "none named"
+        return (f"model {self.name}: its config names no causal-LM architecture with a next-token head "
+                f"(architectures: {archs})")
+
+    def forward_windows_bits(self, token_ids: np.ndarray, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """Hidden states [B, W, d] of ``layer`` and each token's bits [B, W] given the tokens
+        before it in the window (NaN at t = 0 and for tokens that are not all A/C/G/T)."""
+        if not self.causal:
+            raise NotImplementedError(self.lm_bits_unavailable())
+        torch = self._torch
+        inputs, n_pre, w = self._inputs(token_ids)
+        with torch.inference_mode():
+            hidden, out = capture_layer_and_output(self.blocks, layer, lambda: self.model(**inputs))
+            logp = torch.log_softmax(out.logits[:, n_pre:n_pre + w - 1].float(), dim=-1)  # predicts tokens 1..w-1
+            ids = inputs["input_ids"][:, n_pre + 1:n_pre + w]
+            picked = (torch.gather(logp, 2, ids[:, :, None])[:, :, 0] / -np.log(2)).cpu().numpy()
+            acts = hidden[:, n_pre:n_pre + w].float().cpu().numpy()
+        bits = np.full(token_ids.shape, np.nan, dtype=np.float32)
+        bits[:, 1:] = np.where(self._acgt_tokens()[np.asarray(token_ids)[:, 1:]], picked, np.nan)
+        return np.ascontiguousarray(acts), bits
+
+    def _acgt_tokens(self) -> np.ndarray:
+        """Per vocabulary id: whether the token spells only A/C/G/T (other tokens get no bits)."""
+        if getattr(self, "_acgt", None) is None:
+            n = max(len(self.tokenizer), max(self.tokenizer.get_vocab().values()) + 1)
+            self._acgt = np.zeros(n, dtype=bool)
+            for word, i in self.tokenizer.get_vocab().items():
+                for marker in _PIECE_MARKERS:
+                    word = word.replace(marker, "")
+                self._acgt[i] = bool(word) and _NON_ACGT.search(word.upper()) is None
+        return self._acgt
+
     # -- forward ----------------------------------------------------------------------
 
-    def forward_windows(self, token_ids: np.ndarray, layer: int) -> np.ndarray:
-        """Hidden states [B, W, d] of ``layer`` with the model's special tokens added and removed."""
+    def _inputs(self, token_ids: np.ndarray) -> tuple[dict, int, int]:
+        """The model's inputs for a batch of windows (special tokens added), the prefix
+        length and the window length."""
         torch = self._torch
         token_ids = np.asarray(token_ids, dtype=np.int64)
         b, w = token_ids.shape
@@ -311,7 +372,12 @@ class HFModel(GeneModel):
         inputs = {"input_ids": ids}
         if self._takes_mask:
             inputs["attention_mask"] = torch.ones_like(ids)  # windows are never padded
+        return inputs, len(self._prefix), w
+
+    def forward_windows(self, token_ids: np.ndarray, layer: int) -> np.ndarray:
+        """Hidden states [B, W, d] of ``layer`` with the model's special tokens added and removed."""
+        torch = self._torch
+        inputs, n_pre, w = self._inputs(token_ids)
         with torch.inference_mode():
             hidden = capture_layer(self.blocks, layer, lambda: self.model(**inputs))
-        n_pre = len(self._prefix)
         return np.ascontiguousarray(hidden[:, n_pre : n_pre + w].float().cpu().numpy())

@@ -51,7 +51,7 @@ def check_attrs(attrs: dict, path) -> None:
     if not isinstance(attrs.get("dtype"), str) or attrs["dtype"] not in layout.STORED_DTYPE:
         raise InputError(f"{path}: store attribute 'dtype' is {attrs.get('dtype')!r}, "
                          f"expected one of {', '.join(layout.STORED_DTYPE)}")
-    for key in ("complete", "has_coordinates"):
+    for key in ("complete", "has_coordinates", "has_lm_bits"):
         if not isinstance(attrs.get(key, False), bool):
             raise InputError(f"{path}: store attribute '{key}' is {attrs.get(key)!r}, expected true or false")
     if not isinstance(attrs.get("config", ""), str):

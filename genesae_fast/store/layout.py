@@ -7,6 +7,9 @@ A store is one Zarr v3 group::
       activations [N, d]   float16 | float32 | bfloat16 bits kept as uint16
       seq [N] int32, bp_start [N] int64, bp_end [N] int64, token_id [N] int64
                            (absent in stores made by ``genesae import``)
+      lm_bits [N] float32  optional (attrs["has_lm_bits"]): the LM's bits for each token
+                           given the tokens before it, NaN where it made no prediction;
+                           each chunk's CRC-32 is in the activation chunk's commit record
       _progress/           commit records, plain JSON files (not Zarr nodes)
 
 Every array is chunked by the same whole rows, so row chunk ``k`` is one unit of work,
@@ -24,6 +27,7 @@ ACTIVATIONS = "activations"
 COORDINATES = ("seq", "bp_start", "bp_end", "token_id")
 COORD_DTYPES = {"seq": np.int32, "bp_start": np.int64, "bp_end": np.int64, "token_id": np.int64}
 PROGRESS = "_progress"
+LM_BITS = "lm_bits"
 
 # Logical dtype -> dtype of the Zarr array. zarr-python has no bfloat16 data type
 # (zarr-python #2656), so bfloat16 values are stored as their raw uint16 bits.

@@ -35,7 +35,8 @@ class ActivationStore:
 
     Use :meth:`open`. Attributes: ``n_rows``, ``d``, ``dtype`` ("float16", "bfloat16" or
     "float32"), ``chunk_rows``, ``n_chunks``, ``attrs`` (provenance dict), ``sequence_names``,
-    ``has_coordinates``, ``mean`` (float64 [d]) and ``norm_scale`` (float).
+    ``has_coordinates``, ``has_lm_bits`` (see :meth:`lm_bits`), ``mean`` (float64 [d]) and
+    ``norm_scale`` (float).
     """
 
     def __init__(self, backend: Backend, group, attrs: dict, verify: bool = False):
@@ -54,6 +55,7 @@ class ActivationStore:
         self.sequence_names = [s["name"] for s in seqs]
         self._seq_rows = {i: (int(s["row_start"]), int(s["row_end"])) for i, s in enumerate(seqs)}
         self.has_coordinates = bool(attrs.get("has_coordinates", False))
+        self.has_lm_bits = attrs.get("has_lm_bits", False) is True
         self.mean, self.norm_scale = np.zeros(self.d), 0.0  # set by open() once validated
         self.verify_reads = bool(verify)
         self._acts = self._array(layout.ACTIVATIONS)
@@ -138,12 +140,13 @@ class ActivationStore:
                              f"attributes say {(self.chunk_rows, self.d)}")
         if np.dtype(self._acts.dtype) != np.dtype(layout.STORED_DTYPE[self.dtype]):
             raise InputError(f"{self.path}: activations are stored as {self._acts.dtype}, attributes say {self.dtype}")
-        if self.has_coordinates:
-            for name in layout.COORDINATES:
-                arr = self._array(name)
-                if tuple(arr.shape) != (self.n_rows,) or tuple(arr.chunks) != (self.chunk_rows,):
-                    raise InputError(f"{self.path}: coordinate array '{name}' has shape {tuple(arr.shape)}, "
-                                     f"chunks {tuple(arr.chunks)}; expected ({self.n_rows},), ({self.chunk_rows},)")
+        columns = list(layout.COORDINATES) if self.has_coordinates else []
+        for name in columns + ([layout.LM_BITS] if self.has_lm_bits else []):
+            arr = self._array(name)
+            if tuple(arr.shape) != (self.n_rows,) or tuple(arr.chunks) != (self.chunk_rows,):
+                kind = "coordinate array" if name in columns else "array"
+                raise InputError(f"{self.path}: {kind} '{name}' has shape {tuple(arr.shape)}, "
+                                 f"chunks {tuple(arr.chunks)}; expected ({self.n_rows},), ({self.chunk_rows},)")
 
     def _load_records(self, stats_must_match: bool = True) -> None:
         """Validate every commit record (all must exist in a complete store) and check
@@ -297,8 +300,8 @@ class ActivationStore:
         ------
         InputError
             One line listing every bad chunk (CRC-32 mismatch, NaN/inf values, missing or
-            truncated file, a record whose sums are not the chunk's) and damaged
-            coordinates.
+            truncated file, a record whose sums are not the chunk's), damaged
+            coordinates and damaged LM bits.
         """
         buf = np.empty((self.chunk_rows, self.d), dtype=self._stored_dtype)
         ks = list(range(self.n_chunks) if chunks is None else chunks)
@@ -315,6 +318,7 @@ class ActivationStore:
                 bad.append(f"commit record of activation chunk {k} ({chunk_key(k)}): sums do not match the chunk")
         if self.has_coordinates and ks:
             bad += self._verify_coordinates(ks)
+        bad += self._verify_lm_bits(ks) if self.has_lm_bits else []
         if self._stats_problem and not bad:
             bad.append(self._stats_problem)
         if bad:
@@ -397,6 +401,61 @@ class ActivationStore:
         for a in range(start, stop, block_rows):
             b = min(a + block_rows, stop)
             yield a, self.read_rows(a, b)
+
+    # -- LM bits ------------------------------------------------------------------------
+    def lm_bits(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """The LM's bits of rows ``[start, stop)``: float32 (stop - start,), NaN where none.
+
+        Bits of a token are ``-log2 P(token | the tokens before it)`` under the model that
+        made the store (``attrs["lm_bits"]`` says how). Each chunk read is checked against
+        the CRC-32 in its commit record.
+
+        Raises
+        ------
+        InputError
+            The store keeps no LM bits (``attrs["lm_bits_absent"]`` says why), or a chunk is
+            damaged.
+        """
+        if not self.has_lm_bits:
+            why = self.attrs.get("lm_bits_absent") or "extracted without --lm-bits"
+            raise InputError(f"{self.path}: this store has no LM bits ({why})")
+        start, stop = self._check_range(start, stop)
+        parts = [np.zeros(0, np.float32)]
+        for k in range(start // self.chunk_rows, (stop - 1) // self.chunk_rows + 1 if stop > start else 0):
+            a, b = self.chunk_bounds(k)
+            parts.append(self._lm_bits_chunk(k)[max(start - a, 0):min(stop, b) - a])
+        return np.concatenate(parts)
+
+    def _verify_lm_bits(self, ks) -> list[str]:
+        """Problems of the LM bits chunks ``ks`` (read afresh, checked against their records)."""
+        bad = []
+        for k in ks:
+            self._coords_cache.pop((layout.LM_BITS, k), None)
+            try:
+                if self._records.get(k) is None:
+                    raise InputError(f"{self.path}: LM bits chunk {k} has no commit record")
+                self._lm_bits_chunk(k, verify=True)
+            except InputError as exc:
+                bad.append(str(exc).removeprefix(f"{self.path}: "))
+        return bad
+
+    def _lm_bits_chunk(self, k: int, verify: bool | None = None) -> np.ndarray:
+        cached = self._coords_cache.get((layout.LM_BITS, k))
+        if cached is not None:
+            return cached
+        a, b = self.chunk_bounds(k)
+        try:
+            values = np.asarray(self._array(layout.LM_BITS)[a:b], dtype=np.float32)
+        except Exception as exc:  # zarr/numcodecs raise many types on damaged data
+            raise InputError(f"{self.path}: LM bits chunk {k} is damaged ({_one_line(exc)})") from None
+        rec = self._records.get(k)
+        if (self.verify_reads if verify is None else verify) and rec is not None \
+                and crc32(values) != rec.get("lm_bits_crc32"):
+            raise InputError(f"{self.path}: LM bits chunk {k} is corrupt (CRC-32 mismatch with its commit record)")
+        if len(self._coords_cache) >= _COORD_CHUNKS_KEPT:
+            self._coords_cache.pop(next(iter(self._coords_cache)))
+        self._coords_cache[(layout.LM_BITS, k)] = values
+        return values
 
     # -- coordinates --------------------------------------------------------------------
     def _require_coordinates(self) -> None:
@@ -561,6 +620,7 @@ class ActivationStore:
             "complete": self.complete,
             "codec": a.get("codec", "none"),
             "has_coordinates": self.has_coordinates,
+            "has_lm_bits": self.has_lm_bits,
         }
         if model:
             out["model"] = model.get("name", "")

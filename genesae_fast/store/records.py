@@ -61,9 +61,16 @@ def chunk_stats(x: np.ndarray, dtype: str) -> tuple[list[float], float]:
     return s1.tolist(), s2
 
 
-def make_chunk_record(k: int, rows: int, config: str, crc: int, s1: list[float], s2: float) -> bytes:
-    """The bytes of chunk ``k``'s commit record (deterministic: no time, no rank)."""
+def make_chunk_record(k: int, rows: int, config: str, crc: int, s1: list[float], s2: float,
+                      lm_bits_crc: int | None = None) -> bytes:
+    """The bytes of chunk ``k``'s commit record (deterministic: no time, no rank).
+
+    ``lm_bits_crc``: CRC-32 of the chunk's rows of the optional ``lm_bits`` array (the key
+    is left out when the store has none, so such records are unchanged).
+    """
     rec = {"chunk": int(k), "rows": int(rows), "config": config, "crc32": int(crc), "sum": s1, "sumsq": s2}
+    if lm_bits_crc is not None:
+        rec["lm_bits_crc32"] = int(lm_bits_crc)
     return json.dumps(rec, separators=(",", ":")).encode()
 
 

@@ -83,6 +83,7 @@ class StoreWriter:
         self.chunk_rows = int(attrs["chunk_rows"])
         self.n_chunks = layout.n_chunks(self.n_rows, self.chunk_rows)
         self.has_coordinates = bool(attrs["has_coordinates"])
+        self.has_lm_bits = bool(attrs.get("has_lm_bits", False))
         self._acts = group[layout.ACTIVATIONS]
         self._commit = None
         from genesae_fast.store.reader import ActivationStore
@@ -93,7 +94,7 @@ class StoreWriter:
     @classmethod
     def create(cls, path, *, n_rows: int, d: int, dtype: str = "float16", config: dict, attrs: dict | None = None,
                chunk_rows: int | None = None, codec: str = "none", coordinates: bool = True,
-               overwrite: bool = False) -> "StoreWriter":
+               overwrite: bool = False, lm_bits: bool = False) -> "StoreWriter":
         """Create a store, or reopen an unfinished/finished one made with the same config.
 
         Parameters
@@ -104,6 +105,7 @@ class StoreWriter:
             window, ...); reopening with a different config is refused
         attrs : extra provenance kept under ``attrs["genesae"]`` (model, genome, layer, ...)
         overwrite : delete whatever is at ``path`` first
+        lm_bits : also keep the LM's bits per token, ``lm_bits [n_rows]`` float32 (:meth:`write_chunk`)
 
         Raises
         ------
@@ -119,6 +121,7 @@ class StoreWriter:
         chunk_rows = int(chunk_rows or layout.default_chunk_rows(d, dtype))
         full_config = dict(config, n_rows=int(n_rows), d=int(d), dtype=dtype, chunk_rows=chunk_rows, codec=codec,
                            has_coordinates=bool(coordinates))
+        full_config.update({"has_lm_bits": True} if lm_bits else {})  # other stores keep their digests
         digest = config_hash(full_config)
         if overwrite:
             backend.remove_store()
@@ -140,14 +143,14 @@ class StoreWriter:
             "dtype": dtype,
             "chunk_rows": chunk_rows,
             "codec": codec,
-            "has_coordinates": bool(coordinates),
+            "has_coordinates": bool(coordinates), "has_lm_bits": bool(lm_bits),
             "config": digest,
             "config_fields": full_config,
             **(attrs or {}),
             "tool": {"name": "genesae_fast", "version": __version__, "zarr": zarr.__version__},
         }
         group = cls._new_group(backend, all_attrs)
-        backend.sync_files(cls._metadata_keys(coordinates))
+        backend.sync_files(cls._metadata_keys(coordinates, lm_bits))
         return cls(backend, group, all_attrs)
 
     @staticmethod
@@ -166,12 +169,17 @@ class StoreWriter:
             for name in layout.COORDINATES:
                 group.create_array(name, shape=(n_rows,), chunks=(chunk_rows,), dtype=layout.COORD_DTYPES[name],
                                    compressors=coord_codec, fill_value=-1, config={"write_empty_chunks": True})
+        if attrs.get("has_lm_bits"):
+            # raw float32: next-base bits are close to incompressible noise
+            group.create_array(layout.LM_BITS, shape=(n_rows,), chunks=(chunk_rows,), dtype=np.float32,
+                               compressors=None, fill_value=float("nan"), config={"write_empty_chunks": True})
         group.attrs[layout.ATTRS_KEY] = attrs
         return group
 
     @staticmethod
-    def _metadata_keys(coordinates: bool) -> list[str]:
+    def _metadata_keys(coordinates: bool, lm_bits: bool = False) -> list[str]:
         names = [layout.ACTIVATIONS] + (list(layout.COORDINATES) if coordinates else [])
+        names += [layout.LM_BITS] if lm_bits else []
         return ["zarr.json"] + [f"{n}/zarr.json" for n in names]
 
     @staticmethod
@@ -224,7 +232,7 @@ class StoreWriter:
             for k in sorted(out):
                 try:
                     reader.read_chunk(k, out=buf, verify=False)
-                    ok = crc32(buf[:out[k]["rows"]]) == out[k]["crc32"]
+                    ok = crc32(buf[:out[k]["rows"]]) == out[k]["crc32"] and self._lm_bits_ok(k, out[k])
                 except InputError:
                     ok = False
                 if not ok:
@@ -232,24 +240,38 @@ class StoreWriter:
                     del out[k]
         return set(out)
 
+    def _lm_bits_ok(self, k: int, rec: dict) -> bool:
+        """Whether chunk ``k``'s LM bits (if the store keeps them) match its commit record."""
+        if not self.has_lm_bits:
+            return True
+        a, b = self.chunk_bounds(k)
+        try:
+            bits = np.asarray(self.group[layout.LM_BITS][a:b], dtype=np.float32)
+        except Exception:  # noqa: BLE001 - zarr raises many types on a damaged chunk: redo it
+            return False
+        return crc32(bits) == rec.get("lm_bits_crc32")
+
     def coordinates_committed(self) -> bool:
         """Whether the coordinate arrays were written and committed."""
         return parse_record(self.backend.read_bytes(COORDS_KEY), self.config) is not None
 
     # -- writing --------------------------------------------------------------------------
-    def write_chunk(self, k: int, x: np.ndarray) -> None:
+    def write_chunk(self, k: int, x: np.ndarray, lm_bits: np.ndarray | None = None) -> None:
         """Write chunk ``k`` (all its rows), make it durable, then commit it.
 
         Parameters
         ----------
         x : numpy.ndarray, shape (rows of chunk k, d)
             Any float dtype (converted to the store's dtype), or uint16 bfloat16 bits.
+        lm_bits : numpy.ndarray, shape (rows of chunk k,), optional
+            The chunk's LM bits; required exactly when the store keeps them.
         """
         if not 0 <= k < self.n_chunks:
             raise IndexError(f"chunk {k} out of range [0, {self.n_chunks})")
         a, b = self.chunk_bounds(k)
         if x.shape != (b - a, self.d):
             raise ValueError(f"chunk {k} needs shape {(b - a, self.d)}, got {x.shape}")
+        bits_crc = self._write_lm_bits(k, lm_bits)
         stored = layout.to_stored(x, self.dtype)
         # The checksum and float64 sums run on a second core while the data is written.
         summary = _STATS_POOL.submit(lambda: (crc32(stored), *chunk_stats(stored, self.dtype)))
@@ -260,11 +282,26 @@ class StoreWriter:
             self._acts[a:b] = stored
             self.backend.sync_files([key])
         crc, s1, s2 = summary.result()
-        record = make_chunk_record(k, b - a, self.config, crc, s1, s2)
+        record = make_chunk_record(k, b - a, self.config, crc, s1, s2, bits_crc)
         # The data is durable: the commit record may go. It is written by a background
         # thread while the caller prepares the next chunk (one commit in flight at most).
         self.flush()
         self._commit = _COMMIT_POOL.submit(self.backend.write_durable, chunk_key(k), record)
+
+    def _write_lm_bits(self, k: int, lm_bits: np.ndarray | None) -> int | None:
+        """Write (durably) chunk ``k`` of ``lm_bits``; its CRC-32 for the commit record, or None."""
+        if (lm_bits is not None) != self.has_lm_bits:
+            raise ValueError(f"chunk {k}: LM bits {'missing' if self.has_lm_bits else 'given'} "
+                             f"for a store {'with' if self.has_lm_bits else 'without'} them")
+        if lm_bits is None:
+            return None
+        a, b = self.chunk_bounds(k)
+        bits = np.ascontiguousarray(lm_bits, dtype=np.float32)
+        if bits.shape != (b - a,):
+            raise ValueError(f"chunk {k} needs LM bits of shape {(b - a,)}, got {bits.shape}")
+        self.group[layout.LM_BITS][a:b] = bits
+        self.backend.sync_files([f"{layout.LM_BITS}/c/{k}"])
+        return crc32(bits)
 
     def flush(self) -> None:
         """Wait until the last chunk's commit record is durable (re-raises its error)."""
