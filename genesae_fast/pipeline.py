@@ -183,6 +183,7 @@ def _sae_complete(path: Path) -> bool:
 @dataclass
 class _Paths:
     out: Path
+    strands: str = "forward"  # resolved: "forward" or "both"
 
     @property
     def store(self) -> Path:
@@ -204,13 +205,16 @@ class _Paths:
 def _completion(p: _Paths) -> dict:
     """Stage -> is its output complete (so the stage is skipped)."""
     r, m = p.ann / "report.html", p.ann / SUMMARY
-    return {"extract": _store_complete(p.store), "train": _sae_complete(p.sae), "annotate": m.is_file(),
+    from genesae_fast.store.strands import rc_store_path
+
+    extracted = _store_complete(p.store) and (p.strands != "both" or _store_complete(Path(rc_store_path(p.store))))
+    return {"extract": extracted, "train": _sae_complete(p.sae), "annotate": m.is_file(),
             "report": r.is_file() and m.is_file() and r.stat().st_mtime >= m.stat().st_mtime}
 
 
 def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *, motifs=DEFAULT_MOTIFS,
                  quick=False, gff=None, threads=None, workers=None, seed=0, device=None, progress=True,
-                 settings: RunSettings | None = None, only=None, echo=print) -> dict:
+                 settings: RunSettings | None = None, only=None, echo=print, strands="auto") -> dict:
     """Run every stage into ``out``; returns the annotation summary plus stage times.
 
     Parameters
@@ -226,6 +230,7 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
     settings : sizes and training tokens (default ``RunSettings()`` or ``RunSettings.quick()``)
     only : run only these stages (names from ``STAGES``); the others are left as they are
     echo : where the plan and stage messages go
+    strands : "auto" (both for a model that reads one direction), "both" or "forward" (``genesae_fast.strands``)
 
     Returns
     -------
@@ -237,13 +242,14 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
         from genesae_fast.data import genome_path
 
         genome = str(genome_path())
+    from genesae_fast.strands import resolve_strands
+
     s = settings or (RunSettings.quick() if quick else RunSettings())
-    cores = os.cpu_count() or 1
-    paths = _Paths(Path(out))
+    cores, paths = os.cpu_count() or 1, _Paths(Path(out), resolve_strands(strands, str(model)))
     paths.out.mkdir(parents=True, exist_ok=True)
     done = _completion(paths)
     plan = make_plan(paths.out, genome, s, workers, done)
-    echo(plan.describe(model))
+    _echo_plan(plan, model, paths.strands, echo)
     stages = {
         "extract": lambda: _extract(genome, model, layer, paths, s, workers=workers, device=device, progress=progress),
         "train": lambda: _train(paths, s, seed=seed, device=device, progress=progress),
@@ -266,6 +272,12 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
     return summary
 
 
+def _echo_plan(plan: Plan, model, strands: str, echo) -> None:
+    echo(plan.describe(model))
+    if strands == "both":
+        echo("  strands   both: the model also reads the reverse complement (twice the extraction)")
+
+
 def _run_stages(stages: dict, paths: _Paths, plan: Plan, *, quick: bool, echo) -> None:
     """Run each stage whose output is not complete; its seconds go to ``run.json``."""
     times = json.loads(paths.times.read_text()).get("stage_seconds", {}) if paths.times.is_file() else {}
@@ -286,7 +298,7 @@ def _extract(genome, model, layer, paths: _Paths, s: RunSettings, *, workers, de
     from genesae_fast.extract import extract_to_store
 
     extract_to_store(genome, model, layer, paths.store, max_tokens=s.max_tokens, progress=progress, device=device,
-                     workers=workers)
+                     workers=workers, strands=paths.strands)
 
 
 def _train(paths: _Paths, s: RunSettings, *, seed, device, progress):
@@ -295,7 +307,7 @@ def _train(paths: _Paths, s: RunSettings, *, seed, device, progress):
 
     rows = ActivationStore.open(paths.store).n_rows
     train_sae(paths.store, paths.sae, expansion=s.expansion, k=s.k, batch_size=s.batch, tokens=s.train_tokens(rows),
-              seed=seed, device=device, progress=progress, lm_loss=False)
+              seed=seed, device=device, progress=progress, lm_loss=False, strands=paths.strands)
 
 
 def _annotate(genome, paths: _Paths, s: RunSettings, *, motifs, gff, threads, seed, progress):
@@ -304,7 +316,7 @@ def _annotate(genome, paths: _Paths, s: RunSettings, *, motifs, gff, threads, se
 
     cfg = Config(neurons=s.neurons, threads=threads, seed=seed)
     annotate(paths.store, paths.sae, paths.ann, genome=genome, motifs=motifs or None, gff=gff, cfg=cfg,
-             progress=progress, overwrite=True)
+             progress=progress, overwrite=True, strands=paths.strands)
 
 
 def _report(paths: _Paths):
