@@ -54,7 +54,7 @@ class PooledSAE:
     def __init__(self, sae):
         self.sae = sae
         self.d = int(sae.config["d_in"]) if hasattr(sae, "config") and "d_in" in sae.config else int(sae.W_enc.shape[1])
-        self.config = dict(getattr(sae, "config", {}) or {}, d_in=2 * self.d)
+        self.config = {"n_latents": int(sae.W_enc.shape[0]), **(getattr(sae, "config", {}) or {}), "d_in": 2 * self.d}
 
     def __getattr__(self, name):
         return getattr(self.__dict__["sae"], name)
