@@ -80,13 +80,15 @@ class Plan:
     workers: int
     seconds: dict               # stage -> estimated seconds (built-in model rates)
     done: dict                  # stage -> already complete
+    strands: str = "forward"    # "both": the reverse-complement pass too (twice the extraction)
 
     def describe(self, model: str = "builtin") -> str:
         """The plan as the lines ``genesae run`` prints."""
         passes = self.train_tokens / max(self.tokens, 1)
         head = (f"plan: genome {self.genome} ({self.genome_bp:,} bp in {self.n_records} "
                 f"record{'s' if self.n_records != 1 else ''}), {self.workers} worker{'s' if self.workers != 1 else ''}")
-        what = {"extract": f"{self.tokens:,} tokens",
+        both = " x 2 (forward and reverse-complement passes)" if self.strands == "both" else ""
+        what = {"extract": f"{self.tokens:,} tokens{both}",
                 "train": f"{self.train_tokens:,} tokens ({passes:.2g} pass{'' if passes == 1 else 'es'})",
                 "annotate": f"{self.tokens:,} tokens", "report": "HTML atlas"}
         lines = [head] + [f"  {k:<9} {v}  " + ("(already complete)" if self.done.get(k) else
@@ -147,7 +149,7 @@ def estimate_seconds(tokens: int, train_tokens: int, workers: int) -> dict:
             "report": tokens / RATES["report"]}
 
 
-def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: dict) -> Plan:
+def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: dict, strands: str = "forward") -> Plan:
     """The plan of a run: genome size, tokens per stage, training tokens, stage estimates.
 
     The token count is the finished store's when there is one, else the genome's bases
@@ -162,7 +164,10 @@ def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: d
         rows = bp if settings.max_tokens is None else min(bp, int(settings.max_tokens))
     train = settings.train_tokens(rows)
     w = int(workers) if workers else min(os.cpu_count() or 1, max(1, rows // MIN_ROWS_PER_WORKER))
-    return Plan(str(genome), bp, n_rec, rows, train, w, estimate_seconds(rows, train, w), done)
+    seconds = estimate_seconds(rows, train, w)
+    if strands == "both":
+        seconds["extract"] *= 2
+    return Plan(str(genome), bp, n_rec, rows, train, w, seconds, done, strands)
 
 
 def _store_complete(path: Path) -> bool:
@@ -248,8 +253,8 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
     cores, paths = os.cpu_count() or 1, _Paths(Path(out), resolve_strands(strands, str(model)))
     paths.out.mkdir(parents=True, exist_ok=True)
     done = _completion(paths)
-    plan = make_plan(paths.out, genome, s, workers, done)
-    _echo_plan(plan, model, paths.strands, echo)
+    plan = make_plan(paths.out, genome, s, workers, done, paths.strands)
+    echo(plan.describe(model))
     stages = {
         "extract": lambda: _extract(genome, model, layer, paths, s, workers=workers, device=device, progress=progress),
         "train": lambda: _train(paths, s, seed=seed, device=device, progress=progress),
@@ -270,12 +275,6 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
     summary["stage_seconds"] = times
     summary["report"] = str(paths.ann / "report.html")
     return summary
-
-
-def _echo_plan(plan: Plan, model, strands: str, echo) -> None:
-    echo(plan.describe(model))
-    if strands == "both":
-        echo("  strands   both: the model also reads the reverse complement (twice the extraction)")
 
 
 def _run_stages(stages: dict, paths: _Paths, plan: Plan, *, quick: bool, echo) -> None:
