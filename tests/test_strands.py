@@ -207,3 +207,28 @@ def test_companion_checks(tmp_path, genome):
                      overwrite=True)
     assert companion(fwd, "auto").attrs["strand"] == "-"
     assert companion(fwd, "forward") is None
+
+
+def test_cli_strands_options(tmp_path, genome):
+    from click.testing import CliRunner
+
+    from genesae_fast.cli import cli
+
+    fasta, _ = genome
+    out = tmp_path / "s.zarr"
+    r = CliRunner().invoke(cli, ["extract", "--genome", str(fasta), "--out", str(out), "--layer", "1",
+                                 "--strands", "both", "--workers", "1", "-q"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "s.rc.zarr" / "zarr.json").exists()
+    r = CliRunner().invoke(cli, ["extract", "--genome", str(fasta), "--out", str(out), "--strands", "up"])
+    assert r.exit_code == 2 and "--strands" in r.output
+    one = tmp_path / "one.zarr"
+    r = CliRunner().invoke(cli, ["extract", "--genome", str(fasta), "--out", str(one), "--layer", "1",
+                                 "--workers", "1", "-q"])
+    assert r.exit_code == 0 and not (tmp_path / "one.rc.zarr").exists()  # forward by default
+    r = CliRunner().invoke(cli, ["train", "--store", str(one), "--out", str(tmp_path / "sae"), "--strands", "both",
+                                 "--quiet"])
+    assert r.exit_code == 2 and "one.rc.zarr: no reverse-complement store" in r.output
+    assert "Traceback" not in r.output
+    for cmd in ("extract", "train", "annotate", "run"):
+        assert "--strands" in CliRunner().invoke(cli, [cmd, "--help"]).output
