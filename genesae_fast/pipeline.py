@@ -315,7 +315,7 @@ def _annotate(genome, paths: _Paths, s: RunSettings, *, motifs, gff, threads, se
 
     cfg = Config(neurons=s.neurons, threads=threads, seed=seed)
     annotate(paths.store, paths.sae, paths.ann, genome=genome, motifs=motifs or None, gff=gff, cfg=cfg,
-             progress=progress, overwrite=True, strands=paths.strands)
+             progress=progress, overwrite=True, strands="auto" if paths.strands == "both" else "forward")
 
 
 def _report(paths: _Paths):

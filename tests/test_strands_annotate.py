@@ -65,7 +65,7 @@ def test_pooled_sae_codes_are_the_max_of_each_pass_and_reconstruct_each():
 
 
 # -- whole annotations ---------------------------------------------------------------------------
-def _make(d, records, model="builtin", strands="both", n_motifs=8, latents=64, k=4):
+def _make(d, records, model="builtin", strands="both", n_motifs=8, latents=64, k=4, layer=2):
     import torch
 
     from genesae_fast.extract import extract_to_store
@@ -76,7 +76,7 @@ def _make(d, records, model="builtin", strands="both", n_motifs=8, latents=64, k
 
     d.mkdir(parents=True, exist_ok=True)
     write_fasta(records, d / "g.fa")
-    extract_to_store(d / "g.fa", model, 2, d / "s.zarr", progress=False, strands=strands, workers=1)
+    extract_to_store(d / "g.fa", model, layer, d / "s.zarr", progress=False, strands=strands, workers=1)
     st_ = open_for_training(d / "s.zarr")
     torch.manual_seed(0)
     sae = TopKSAE(st_.d, latents, k)
@@ -267,3 +267,21 @@ def test_planted_control_minus_sites_are_found_only_with_both_strands(planted, m
                         lambda p, strands="auto": S.SideBySideStore(ActivationStore.open(p), ActivationStore.open(p)))
     one = _row(_annotate(planted, "fwd_self", cfg=cfg, workers=1) / "concepts.tsv", concept="PLANTED")
     assert float(one["recall_plus"]) >= 0.8 and float(one["recall_minus"]) <= 0.1 and one["strand"] == "+"
+
+
+def test_kmer_rc_pass_is_annotated_one_pass_by_auto_and_refused_by_both(tmp_path):
+    from test_strands import KmerModel
+
+    from genesae_fast.errors import InputError
+    from genesae_fast.store import ActivationStore
+    from genesae_fast.store.strands import open_for_annotation
+    from genesae_fast.strands import ReverseComplementModel
+
+    rng = np.random.default_rng(4)
+    run = _make(tmp_path, random_records(rng, [1001, 502]), model=KmerModel(3), n_motifs=0, layer=1)
+    rc = ActivationStore.open(tmp_path / "s.rc.zarr")
+    assert rc.n_rows == ActivationStore.open(run["store"]).n_rows  # same count, other spans (1001 % 3 != 0)
+    assert isinstance(open_for_annotation(run["store"], "auto"), ActivationStore)
+    with pytest.raises(InputError, match="token coordinates differ .* use --strands forward"):
+        open_for_annotation(run["store"], "both")
+    assert ReverseComplementModel(KmerModel(3)).tokenize("ACGTA").bp_start.tolist() == [0, 2]

@@ -216,14 +216,22 @@ class SideBySideStore:
 
 def open_for_annotation(path, strands: str = "auto"):
     """The store at ``path`` for annotation: a :class:`SideBySideStore` with its RC companion
-    (``strands`` "auto" when present, "both" required), else the plain ``ActivationStore``."""
+    (``strands`` "auto" when present and holding the same tokens, "both" required), else the
+    plain ``ActivationStore``."""
     from genesae_fast.store import ActivationStore
     from genesae_fast.strands import check_strands
 
     check_strands(strands)
     store = ActivationStore.open(path)
     rc = companion(store, strands)
-    return store if rc is None else SideBySideStore(store, rc)
+    if rc is None:
+        return store
+    try:
+        return SideBySideStore(store, rc)
+    except InputError:
+        if strands == "both":
+            raise
+        return store  # auto: another tokenization on the RC pass (k-mers, BPE) is annotated one pass
 
 
 __all__ = ["BothStrandsStore", "SideBySideStore", "companion", "open_for_annotation", "open_for_training",
