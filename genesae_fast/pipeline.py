@@ -336,6 +336,10 @@ def format_summary(summary: dict) -> str:
         f"neurons {summary.get('concepts_neuron_f1_ge_0.5')}; the best SAE feature beats the best neuron on "
         f"{summary.get('concepts_sae_beats_neuron')} concepts",
     ]
+    if summary.get("strands") == "both":
+        c = summary.get("motif_best_feature_strand") or {}
+        lines.append("both strands pooled; motifs whose best feature reads both / + only / - only / neither: "
+                     + " / ".join(str(c.get(k, 0)) for k in ("both", "+", "-", "none")))
     best = summary.get("best") or []
     if best:
         lines.append("best features (held-out F1, q-value):")

@@ -50,6 +50,7 @@ def test_run_prints_plan_then_rerun_skips_every_stage(inputs):
     assert 20_000 <= cfg["training"]["tokens"] < 20_000 + 512   # the planned tokens, in whole batches
     text = format_summary(s)
     assert "FVU" in text and str(out / "annotate" / "report.html") in text
+    assert "both strands pooled; motifs whose best feature reads both / + only / - only / neither: " in text
     messages.clear()
     before = (out / "annotate" / "summary.json").stat().st_mtime
     run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**TINY),

@@ -206,6 +206,9 @@ def test_companion_checks(tmp_path, genome):
     extract_to_store(fasta, ReverseComplementModel(TinyModel()), 1, rc_store_path(s), progress=False, workers=1,
                      overwrite=True)
     assert companion(fwd, "auto").attrs["strand"] == "-"
+    from genesae_fast.store import describe
+
+    assert describe(rc_store_path(s))["strand"] == "-" and "strand" not in describe(s)
     assert companion(fwd, "forward") is None
 
 
