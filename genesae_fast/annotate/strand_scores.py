@@ -82,9 +82,11 @@ def _map(job, tasks: list, workers: int, progress: bool) -> list:
         finally:
             torch.set_num_threads(before)
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
 
-    with mp.get_context("spawn").Pool(workers, initializer=P.worker_init, initargs=(job,)) as pool:
-        return list(tqdm(pool.imap(strand_block, tasks), **bar))
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=P.worker_init,
+                             initargs=(job,)) as pool:
+        return list(tqdm(pool.map(strand_block, tasks), **bar))
 
 
 def strand_scores(job, fmax: np.ndarray, active: np.ndarray, cfg, *, workers: int = 1,
