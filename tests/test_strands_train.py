@@ -75,6 +75,7 @@ def test_training_uses_both_passes_and_forward_is_unchanged(stores, tmp_path):
     import torch
 
     from genesae_fast.sae import TopKSAE
+    from genesae_fast.store.strands import open_for_training
     from genesae_fast.train import train_sae
 
     opts = dict(latents=32, k=4, batch_size=256, tokens=4096, progress=False, lm_loss=False, threads=1)
@@ -92,3 +93,7 @@ def test_training_uses_both_passes_and_forward_is_unchanged(stores, tmp_path):
 
     cfg = json.loads((c_dir / "config.json").read_text())
     assert "both" in json.dumps(cfg)
+    # the held-out chunks are both passes of the last stretch (1% alone would be one RC chunk)
+    held = json.loads((c_dir / "eval.json").read_text())["heldout_chunks"]
+    view = open_for_training(stores / "s.zarr")
+    assert held == [view.n_chunks - 2, view.n_chunks]

@@ -105,6 +105,7 @@ class BothStrandsStore:
         config = {"forward": (fwd.attrs or {}).get("config"), "reverse_complement": (rc.attrs or {}).get("config")}
         self.attrs = dict(fwd.attrs or {}, config=config, strands="both", rc_store=rc.path)
         self._resident, self._free_buffers = {}, []
+        self.heldout_multiple = 2  # the trainer holds out both passes of the last stretch
 
     def __repr__(self) -> str:
         return f"BothStrandsStore({self.fwd.path!r} + {self.rc.path!r}, n_rows={self.n_rows})"

@@ -147,6 +147,13 @@ checkpoint_tokens, log_tokens
                             progress=progress, callback=callback, threads=threads, clock=clock)
 
 
+def _n_heldout(store) -> int:
+    """Held-out chunks: the last 1% (``heldout_chunks``), rounded up to whole groups of
+    ``store.heldout_multiple`` (2 for both strands: both passes of the held-out stretch)."""
+    n, m = heldout_chunks(store.n_chunks), int(getattr(store, "heldout_multiple", 1))
+    return min(-(-n // m) * m, max(store.n_chunks - 1, n))
+
+
 def _check_counts(expansion: int, threads: int | None) -> None:
     if expansion < 1:
         raise InputError(f"--expansion {expansion}: must be at least 1")
@@ -160,7 +167,7 @@ def _train_on_device(store, options: TrainOptions, out: Path, device, **context)
     rank, world, owned_group = dist_setup(dev.type)
     threads_before = torch.get_num_threads()
     try:
-        cfg = TrainConfig.resolve(store, options, world, heldout_chunks(store.n_chunks))
+        cfg = TrainConfig.resolve(store, options, world, _n_heldout(store))
         return _train(store, cfg, RunContext(out, dev, rank, world, **context))
     finally:
         torch.set_num_threads(threads_before)  # the tuner changes a process-wide setting
