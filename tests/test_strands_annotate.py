@@ -285,3 +285,16 @@ def test_kmer_rc_pass_is_annotated_one_pass_by_auto_and_refused_by_both(tmp_path
     with pytest.raises(InputError, match="token coordinates differ .* use --strands forward"):
         open_for_annotation(run["store"], "both")
     assert ReverseComplementModel(KmerModel(3)).tokenize("ACGTA").bp_start.tolist() == [0, 2]
+
+
+def test_report_says_which_strand(both):
+    from genesae_fast.annotate import write_report
+
+    out = both["dir"] / "w2"
+    if not (out / "summary.json").exists():
+        out = _annotate(both, "w2", workers=2)
+    html = write_report(out).read_text()
+    assert "motifs whose best feature reads both / + only / - only / neither" in html
+    assert "+ sites (forward pass) vs - sites (reverse-complement pass)" in html and "■ - sites" in html
+    one = _annotate(both, "fwd_r", workers=1, strands="forward")
+    assert "reads both / + only" not in write_report(one).read_text()

@@ -188,7 +188,7 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
     job.strands = "both" if hasattr(inp.store, "rc") else "forward"
     res, tracks = annotate_streamed(job, work, workers=_workers(workers), checkpoint_blocks=checkpoint_blocks,
                                     progress=progress)
-    if job.strands == "both" and inp.motifs:
+    if job.strands == "both" and inp.motifs and _rank() == 0:  # rank 0 writes the folder
         from genesae_fast.annotate.strand_scores import add_to_result
 
         add_to_result(res, job, cfg, workers=_workers(workers), progress=progress)
