@@ -54,7 +54,8 @@ def strand_block(task) -> tuple[int, dict]:
         own = w.owned(g0, g1)
         sub, _ = P._owned_acts(w.acts, own)
         hits = P._motif_hits(_strand_hits(real, strand), nm, g0, g1)
-        out[name] = (P._on_counts(sub, w, own, thr), P._tally(w.acts, w.layout, C.entry_levels(w.acts, thr), T, hits))
+        tally = P._tally(w.acts, w.layout, C.entry_levels(w.acts, thr), T, hits).narrow()  # smaller to pickle
+        out[name] = (P._on_counts(sub, w, own, thr), tally)
     return b, out
 
 
