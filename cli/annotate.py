@@ -35,9 +35,12 @@ from genesae_fast.cli.options import threads_option
 @click.option("--checkpoint-blocks", type=click.IntRange(min=1), default=4, show_default=True,
               help="Blocks between two checkpoints; an interrupted run resumes from the last one.")
 @click.option("--overwrite", is_flag=True, help="Replace an annotation already in --out.")
+@click.option("--strands", type=click.Choice(["auto", "both", "forward"]), default="auto", show_default=True,
+              help="Pool the reverse-complement pass (STORE's sibling S.rc.zarr from `genesae extract --strands "
+                   "both`) per base and score motifs per strand: auto when it is there, both requires it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def annotate(store, sae, genome, motifs, gff, out, pvalue, shuffles, min_active, qvalue, no_neurons, seed, threads,
-             workers, block_bp, checkpoint_blocks, overwrite, quiet):
+             workers, block_bp, checkpoint_blocks, overwrite, strands, quiet):
     """Annotate every SAE feature: firing statistics, top examples, an activation-weighted
     logo with its best JASPAR match, the top k-mer, and concept matches (InterPLM style:
     precision per base, recall per hit, F1 at the best of several thresholds, chosen on
@@ -61,6 +64,6 @@ def annotate(store, sae, genome, motifs, gff, out, pvalue, shuffles, min_active,
                  seed=seed, threads=threads, block_bp=block_bp)
     spec = None if motifs.lower() == "none" else motifs
     summary = run_annotate(store, sae, out, genome=genome, motifs=spec, gff=gff, cfg=cfg, progress=not quiet,
-                           overwrite=overwrite, workers=workers, checkpoint_blocks=checkpoint_blocks)
+                           overwrite=overwrite, workers=workers, checkpoint_blocks=checkpoint_blocks, strands=strands)
     click.echo(f"{out}: {summary['features_tested']} features tested; {summary['features_with_motif']} with a motif, "
                f"{summary['features_with_gene_concept']} with a gene-structure concept (q <= {qvalue})", err=True)

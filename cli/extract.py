@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from genesae_fast.cli.options import genome_option
+from genesae_fast.cli.options import genome_option, strands_option
 
 
 @click.command()
@@ -34,9 +34,12 @@ from genesae_fast.cli.options import genome_option
                    "(the built-in model and causal-LM Hugging Face checkpoints have one).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store at --out.")
 @click.option("--trust-remote-code", is_flag=True, help="Allow a Hugging Face checkpoint's own Python code.")
+@strands_option("forward", "both: also run the model on the reverse complement of every record into the sibling "
+                           "store S.rc.zarr (+ strand coordinates; S.zarr is the same as with forward); auto: both "
+                           "for a model that reads one direction (the built-in one, causal LMs).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def extract(genome, model, layer, out, window, stride, max_tokens, dtype, batch_size, codec, chunk_rows, device,
-            workers, lm_bits, overwrite, trust_remote_code, quiet):
+            workers, lm_bits, overwrite, trust_remote_code, strands, quiet):
     """Run MODEL over GENOME and store the activations of LAYER for every token.
 
     Resumable: after an interruption (even kill -9) rerun the same command; it continues
@@ -52,7 +55,8 @@ def extract(genome, model, layer, out, window, stride, max_tokens, dtype, batch_
     extract_to_store(genome, model, layer, out, window=window, stride=stride, max_tokens=max_tokens, dtype=dtype,
                      batch_size=batch_size, overwrite=overwrite, progress=not quiet, chunk_rows=chunk_rows,
                      codec=codec, trust_remote_code=trust_remote_code, device=device, workers=workers,
-                     lm_bits={"no": False, "yes": True, "auto": "auto"}[lm_bits])
+                     lm_bits={"no": False, "yes": True, "auto": "auto"}[lm_bits],
+                     strands=strands)
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:

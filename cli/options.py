@@ -34,3 +34,9 @@ def threads_option(fn):
         show_default="all cores",
         help="Worker threads.",
     )(fn)
+
+
+def strands_option(default: str, help_text: str):
+    """``--strands auto|both|forward``: also run the model on the reverse complement (``genesae_fast.strands``)."""
+    return click.option("--strands", type=click.Choice(["auto", "both", "forward"]), default=default,
+                        show_default=True, help=help_text)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from genesae_fast.cli.options import genome_option, threads_option
+from genesae_fast.cli.options import genome_option, strands_option, threads_option
 
 
 @click.command()
@@ -28,9 +28,14 @@ from genesae_fast.cli.options import genome_option, threads_option
 @click.option("--device", default=None, help="torch device.  [default: cuda if available, else cpu]")
 @click.option("--workers", type=click.IntRange(min=1), default=None, show_default="all cores",
               help="Extraction worker processes on CPU (one torch thread each; the store is the same for any number).")
+@strands_option("auto", "Also run the model on the reverse complement (both): the SAE trains on both passes, "
+                        "features are pooled per base (max of the two) and motif concepts are also scored per "
+                        "strand. auto: both for models that read one direction (the built-in one), forward for "
+                        "bidirectional ones.")
 @threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, seed, device, workers, threads, quiet):
+def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, seed, device, workers, strands, threads,
+        quiet):
     """Extract activations, train a TopK SAE, annotate its features and write the HTML
     atlas, into OUT. Each stage is skipped when its output is complete, so rerunning after
     a crash continues.
@@ -46,6 +51,7 @@ def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, see
     settings.train_tokens_override = train_tokens
     summary = run_pipeline(out, genome=genome, model=model, layer=layer, motifs=spec, quick=quick, gff=gff,
                            threads=threads, workers=workers, seed=seed, device=device, progress=not quiet,
+                           strands=strands,
                            settings=settings, only=None if stages is None else [x.strip() for x in stages.split(",")],
                            echo=lambda m: click.echo(m, err=True))
     if "report" in summary:

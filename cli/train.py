@@ -126,9 +126,12 @@ SMALL_INT = click.IntRange(min=1, max=2**31 - 1)
 @click.option("--no-eval", is_flag=True, help="Skip the held-out evaluation (eval.json).")
 @click.option("--no-lm-loss", is_flag=True, help="Skip the LM loss check in the evaluation.")
 @click.option("--overwrite", is_flag=True, help="Discard an SAE or checkpoint already in --out.")
+@click.option("--strands", type=click.Choice(["auto", "both", "forward"]), default="auto", show_default=True,
+              help="Train on the reverse-complement pass too (the store S.rc.zarr beside STORE, written by "
+                   "`genesae extract --strands both`): auto when it is there, both requires it, forward ignores it.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store, out, latents, expansion, k, batch, tokens, lr, seed, batch_topk, aux_k, aux_coef, dead_tokens,
-          checkpoint_tokens, device, threads, no_eval, no_lm_loss, overwrite, quiet):
+          checkpoint_tokens, device, threads, no_eval, no_lm_loss, overwrite, strands, quiet):
     """Train a TopK sparse autoencoder on the activations in STORE.
 
     Inputs are centred and scaled by the store's statistics; the last 1% of its chunks
@@ -148,7 +151,8 @@ def train(store, out, latents, expansion, k, batch, tokens, lr, seed, batch_topk
         path = train_sae(store, out, latents=latents, expansion=expansion, k=k, batch_size=batch, tokens=tokens,
                          lr=lr, seed=seed, batch_topk=batch_topk, k_aux=aux_k, aux_coef=aux_coef,
                          dead_tokens=dead_tokens, checkpoint_tokens=checkpoint_tokens, device=device, threads=threads,
-                         evaluate=not no_eval, lm_loss=not no_lm_loss, overwrite=overwrite, progress=not quiet)
+                         evaluate=not no_eval, lm_loss=not no_lm_loss, overwrite=overwrite, progress=not quiet,
+                         strands=strands)
     except TrainingInterrupted as exc:
         click.echo(str(exc), err=True)
         sys.exit(128 + exc.signum)

@@ -303,13 +303,15 @@ def _make_job(genome_path, model, layer, *, window, stride, max_tokens, batch_si
         attrs["lm_bits"] = {"definition": LM_BITS_DEFINITION, "unit": "bits per token"}
     else:
         attrs["lm_bits_absent"] = why_not
+    if getattr(model, "strand", "+") == "-":  # the reverse-complement pass (genesae_fast.strands)
+        config["strand"] = attrs["strand"] = "-"
     return _Job(genome_path, model, layer, window, stride, int(batch_size), plan, config, attrs, keep_bits)
 
 
 def extract_to_store(genome_path, model_spec_or_model, layer=None, out="activations.zarr", *, window=None,
                      stride=None, max_tokens=None, dtype="float16", batch_size=8, overwrite=False, progress=True,
                      chunk_rows=None, codec="none", trust_remote_code=False, device=None, verify_resume=True,
-                     workers=None, lm_bits=False) -> str:
+                     workers=None, lm_bits=False, strands="forward") -> str:
     """Extract one layer's activations of every token of a genome into a store; returns ``out``.
 
     Resumable: rerunning the same call after an interruption (even ``kill -9``) continues
@@ -340,9 +342,34 @@ def extract_to_store(genome_path, model_spec_or_model, layer=None, out="activati
     lm_bits : also store the LM's bits per token (``lm_bits`` array, read by the annotation's
         "the LM knows this concept" diagnostic); "auto": when the model has a next-token
         head, else the store says why not (``attrs["lm_bits_absent"]``)
+    strands : "forward" (one pass), "both" (also the reverse-complement pass, into
+        ``genesae_fast.store.strands.rc_store_path(out)``; the forward store is unchanged) or
+        "auto" (both for a model that reads one direction)
     """
+    from genesae_fast.strands import check_strands, resolve_strands
+
+    check_strands(strands)
     _check_options(dtype, batch_size, max_tokens, workers)
     model = _resolve_model(model_spec_or_model, trust_remote_code, device)
+    opts = dict(window=window, stride=stride, max_tokens=max_tokens, dtype=dtype, batch_size=batch_size,
+                overwrite=overwrite, progress=progress, chunk_rows=chunk_rows, codec=codec,
+                trust_remote_code=trust_remote_code, device=device, verify_resume=verify_resume, workers=workers)
+    layer = _extract_pass(genome_path, model_spec_or_model, model, layer, out, lm_bits=lm_bits, **opts)
+    if resolve_strands(strands, model) == "both":
+        from genesae_fast.store.strands import rc_store_path
+        from genesae_fast.strands import ReverseComplementModel
+
+        spec = str(model_spec_or_model) if isinstance(model_spec_or_model, (str, os.PathLike)) else None
+        rc = ReverseComplementModel(model, spec, trust_remote_code)
+        # LM bits of the forward reading only: the diagnostic scores the + strand's predictions
+        _extract_pass(genome_path, rc, rc, layer, rc_store_path(out), lm_bits=False, **opts)
+    return str(out)
+
+
+def _extract_pass(genome_path, model_spec_or_model, model, layer, out, *, window, stride, max_tokens, dtype,
+                  batch_size, overwrite, progress, chunk_rows, codec, trust_remote_code, device, verify_resume,
+                  workers, lm_bits=False) -> int:
+    """One pass of :func:`extract_to_store` (``model`` loaded from ``model_spec_or_model``); returns the layer."""
     job = _make_job(genome_path, model, layer, window=window, stride=stride, max_tokens=max_tokens,
                     batch_size=batch_size, lm_bits=lm_bits)
     spec = model_spec_or_model if isinstance(model_spec_or_model, (str, os.PathLike)) else _respec(model)
@@ -365,7 +392,7 @@ def extract_to_store(genome_path, model_spec_or_model, layer=None, out="activati
             ctx.barrier()
         finally:
             ctx.close()
-    return str(out)
+    return job.layer
 
 
 # Starting a worker (a Python process importing torch, loading the model, counting tokens)
@@ -393,6 +420,8 @@ def _respec(model):
         return model
     except Exception:  # noqa: BLE001 - any pickling failure means "reload instead"
         pass
+    if getattr(model, "strand", "+") != "+":  # reloading the spec would give the forward pass
+        return None
     ident = dict(getattr(model, "identity", {}) or {})
     if ident.get("name", getattr(model, "name", "")) == "builtin":
         return "builtin"

@@ -80,13 +80,15 @@ class Plan:
     workers: int
     seconds: dict               # stage -> estimated seconds (built-in model rates)
     done: dict                  # stage -> already complete
+    strands: str = "forward"    # "both": the reverse-complement pass too (twice the extraction)
 
     def describe(self, model: str = "builtin") -> str:
         """The plan as the lines ``genesae run`` prints."""
         passes = self.train_tokens / max(self.tokens, 1)
         head = (f"plan: genome {self.genome} ({self.genome_bp:,} bp in {self.n_records} "
                 f"record{'s' if self.n_records != 1 else ''}), {self.workers} worker{'s' if self.workers != 1 else ''}")
-        what = {"extract": f"{self.tokens:,} tokens",
+        both = " x 2 (forward and reverse-complement passes)" if self.strands == "both" else ""
+        what = {"extract": f"{self.tokens:,} tokens{both}",
                 "train": f"{self.train_tokens:,} tokens ({passes:.2g} pass{'' if passes == 1 else 'es'})",
                 "annotate": f"{self.tokens:,} tokens", "report": "HTML atlas"}
         lines = [head] + [f"  {k:<9} {v}  " + ("(already complete)" if self.done.get(k) else
@@ -147,7 +149,7 @@ def estimate_seconds(tokens: int, train_tokens: int, workers: int) -> dict:
             "report": tokens / RATES["report"]}
 
 
-def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: dict) -> Plan:
+def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: dict, strands: str = "forward") -> Plan:
     """The plan of a run: genome size, tokens per stage, training tokens, stage estimates.
 
     The token count is the finished store's when there is one, else the genome's bases
@@ -162,7 +164,10 @@ def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: d
         rows = bp if settings.max_tokens is None else min(bp, int(settings.max_tokens))
     train = settings.train_tokens(rows)
     w = int(workers) if workers else min(os.cpu_count() or 1, max(1, rows // MIN_ROWS_PER_WORKER))
-    return Plan(str(genome), bp, n_rec, rows, train, w, estimate_seconds(rows, train, w), done)
+    seconds = estimate_seconds(rows, train, w)
+    if strands == "both":
+        seconds["extract"] *= 2
+    return Plan(str(genome), bp, n_rec, rows, train, w, seconds, done, strands)
 
 
 def _store_complete(path: Path) -> bool:
@@ -183,6 +188,7 @@ def _sae_complete(path: Path) -> bool:
 @dataclass
 class _Paths:
     out: Path
+    strands: str = "forward"  # resolved: "forward" or "both"
 
     @property
     def store(self) -> Path:
@@ -204,13 +210,16 @@ class _Paths:
 def _completion(p: _Paths) -> dict:
     """Stage -> is its output complete (so the stage is skipped)."""
     r, m = p.ann / "report.html", p.ann / SUMMARY
-    return {"extract": _store_complete(p.store), "train": _sae_complete(p.sae), "annotate": m.is_file(),
+    from genesae_fast.store.strands import rc_store_path
+
+    extracted = _store_complete(p.store) and (p.strands != "both" or _store_complete(Path(rc_store_path(p.store))))
+    return {"extract": extracted, "train": _sae_complete(p.sae), "annotate": m.is_file(),
             "report": r.is_file() and m.is_file() and r.stat().st_mtime >= m.stat().st_mtime}
 
 
 def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *, motifs=DEFAULT_MOTIFS,
                  quick=False, gff=None, threads=None, workers=None, seed=0, device=None, progress=True,
-                 settings: RunSettings | None = None, only=None, echo=print) -> dict:
+                 settings: RunSettings | None = None, only=None, echo=print, strands="auto") -> dict:
     """Run every stage into ``out``; returns the annotation summary plus stage times.
 
     Parameters
@@ -226,6 +235,7 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
     settings : sizes and training tokens (default ``RunSettings()`` or ``RunSettings.quick()``)
     only : run only these stages (names from ``STAGES``); the others are left as they are
     echo : where the plan and stage messages go
+    strands : "auto" (both for a model that reads one direction), "both" or "forward" (``genesae_fast.strands``)
 
     Returns
     -------
@@ -237,12 +247,13 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
         from genesae_fast.data import genome_path
 
         genome = str(genome_path())
+    from genesae_fast.strands import resolve_strands
+
     s = settings or (RunSettings.quick() if quick else RunSettings())
-    cores = os.cpu_count() or 1
-    paths = _Paths(Path(out))
+    cores, paths = os.cpu_count() or 1, _Paths(Path(out), resolve_strands(strands, str(model)))
     paths.out.mkdir(parents=True, exist_ok=True)
     done = _completion(paths)
-    plan = make_plan(paths.out, genome, s, workers, done)
+    plan = make_plan(paths.out, genome, s, workers, done, paths.strands)
     echo(plan.describe(model))
     stages = {
         "extract": lambda: _extract(genome, model, layer, paths, s, workers=workers, device=device, progress=progress),
@@ -287,7 +298,7 @@ def _extract(genome, model, layer, paths: _Paths, s: RunSettings, *, workers, de
 
     # LM bits feed the annotation's "LM knows this concept" diagnostic (models with a next-token head)
     extract_to_store(genome, model, layer, paths.store, max_tokens=s.max_tokens, progress=progress, device=device,
-                     workers=workers, lm_bits="auto")
+                     workers=workers, lm_bits="auto", strands=paths.strands)
 
 
 def _train(paths: _Paths, s: RunSettings, *, seed, device, progress):
@@ -296,7 +307,7 @@ def _train(paths: _Paths, s: RunSettings, *, seed, device, progress):
 
     rows = ActivationStore.open(paths.store).n_rows
     train_sae(paths.store, paths.sae, expansion=s.expansion, k=s.k, batch_size=s.batch, tokens=s.train_tokens(rows),
-              seed=seed, device=device, progress=progress, lm_loss=False)
+              seed=seed, device=device, progress=progress, lm_loss=False, strands=paths.strands)
 
 
 def _annotate(genome, paths: _Paths, s: RunSettings, *, motifs, gff, threads, seed, progress):
@@ -305,7 +316,7 @@ def _annotate(genome, paths: _Paths, s: RunSettings, *, motifs, gff, threads, se
 
     cfg = Config(neurons=s.neurons, threads=threads, seed=seed)
     annotate(paths.store, paths.sae, paths.ann, genome=genome, motifs=motifs or None, gff=gff, cfg=cfg,
-             progress=progress, overwrite=True)
+             progress=progress, overwrite=True, strands="auto" if paths.strands == "both" else "forward")
 
 
 def _report(paths: _Paths):
@@ -327,6 +338,10 @@ def format_summary(summary: dict) -> str:
         f"{summary.get('concepts_sae_beats_neuron')} concepts",
     ]
     lines.append(_lm_knowledge_line(summary.get("lm_knowledge") or {}))
+    if summary.get("strands") == "both":
+        c = summary.get("motif_best_feature_strand") or {}
+        lines.append("both strands pooled; motifs whose best feature reads both / + only / - only / neither: "
+                     + " / ".join(str(c.get(k, 0)) for k in ("both", "+", "-", "none")))
     best = summary.get("best") or []
     if best:
         lines.append("best features (held-out F1, q-value):")

@@ -43,12 +43,16 @@ def test_run_prints_plan_then_rerun_skips_every_stage(inputs):
               "annotate/examples.parquet", "annotate/report.html"):
         assert (out / p).exists(), p
     assert set(s["stage_seconds"]) == {"extract", "train", "annotate", "report"}
-    assert 0 <= s["fvu"] and s["l0"] <= 4 + 1e-6 and 0 <= s["dead_fraction"] <= 1
+    # the built-in model reads one direction, so the run pools both strands: up to 2 k codes a base
+    assert s["strands"] == "both" and (out / "store.rc.zarr" / "zarr.json").exists()
+    assert 0 <= s["fvu"] and s["l0"] <= 2 * 4 + 1e-6 and 0 <= s["dead_fraction"] <= 1
     cfg = json.loads((out / "sae" / "config.json").read_text())
     assert 20_000 <= cfg["training"]["tokens"] < 20_000 + 512   # the planned tokens, in whole batches
     text = format_summary(s)
     assert "FVU" in text and str(out / "annotate" / "report.html") in text
     assert "LM knows" in text and "lm_* columns" in text  # run extracts the built-in model's bits
+
+    assert "both strands pooled; motifs whose best feature reads both / + only / - only / neither: " in text
     messages.clear()
     before = (out / "annotate" / "summary.json").stat().st_mtime
     run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**TINY),

@@ -8,7 +8,8 @@ Modules, one job each: ``concepts`` (precision per base, recall per hit, held-ou
 ``genes`` (gene-structure concepts from pyrodigal or GFF3), ``logos`` (feature logos and
 TomTom-like matching), ``encode`` (streaming SAE encoding of a store), ``core`` (the
 annotation on in-memory inputs), ``folder`` (reading a store, writing the folder),
-``report`` (the HTML atlas), ``pipeline`` (``genesae run``).
+``report`` (the HTML atlas), ``pipeline`` (``genesae run``); with a reverse-complement
+store, ``strands`` (codes pooled over the two passes) and ``strand_scores`` (motifs per strand).
 """
 from __future__ import annotations
 

@@ -40,6 +40,9 @@ def encode_rows(sae, x: np.ndarray):
     """Top-k codes and reconstruction of one block: (vals [b,k], idx [b,k], x_hat [b,d])."""
     import torch
 
+    if hasattr(type(sae), "encode_rows"):  # annotate.strands.PooledSAE: both passes at once
+        return sae.encode_rows(x)
+
     with torch.no_grad():
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         dev = next(sae.parameters()).device if hasattr(sae, "parameters") else torch.device("cpu")

@@ -51,16 +51,23 @@ def n_latents_of(sae) -> int:
     return int(sae.W_enc.shape[0])
 
 
-def load_inputs(store_path, sae_path, genome=None, device="cpu"):
-    """Open the store and the SAE and read the genome; check they fit together."""
+def load_inputs(store_path, sae_path, genome=None, device="cpu", strands="auto"):
+    """Open the store and the SAE and read the genome; check they fit together.
+
+    With a reverse-complement store (``strands``, see ``genesae_fast.store.strands``) the
+    store reads ``[forward | RC]`` rows and the SAE pools their codes (``annotate.strands``).
+    """
+    from genesae_fast.annotate.strands import PooledSAE
     from genesae_fast.sae_formats import check_compatible
     from genesae_fast.sequences import read_fasta
-    from genesae_fast.store import ActivationStore
+    from genesae_fast.store.strands import SideBySideStore, open_for_annotation
 
-    store = ActivationStore.open(store_path)
+    store = open_for_annotation(store_path, strands)
     if not store.has_coordinates:
         raise InputError(f"{store_path}: the store has no genome coordinates (imported?); annotate needs them")
     sae = load_sae(sae_path, device)
+    if isinstance(store, SideBySideStore):
+        sae = PooledSAE(sae)
     check_compatible(sae, store)
     genome_path = _genome_for(store, genome)
     records = read_fasta(genome_path)
@@ -85,13 +92,14 @@ class Inputs:
     calls: list
 
 
-def prepare(store_path, sae_path, genome=None, motifs=None, gff=None, cfg: Config | None = None) -> Inputs:
+def prepare(store_path, sae_path, genome=None, motifs=None, gff=None, cfg: Config | None = None,
+            strands: str = "auto") -> Inputs:
     """Open and check the inputs, load motifs (and their shuffled controls), call genes."""
     from genesae_fast.annotate.genes import predict_genes, read_gff3
     from genesae_fast.sequences import Record
 
     cfg = cfg or Config()
-    store, sae, records, genome_path = load_inputs(store_path, sae_path, genome)
+    store, sae, records, genome_path = load_inputs(store_path, sae_path, genome, strands=strands)
     # records in the store's order (seq indices of the store's coordinates)
     by_name = {r.name: r for r in records}
     full = [by_name[n] for n in (store.sequence_names or [r.name for r in records])]
@@ -144,7 +152,7 @@ def _provenance(store_path, sae_path, inp: Inputs, motifs, gff) -> dict:
 
 def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "jaspar2024:CORE:vertebrates", gff=None,
              cfg: Config | None = None, progress: bool = True, overwrite: bool = False,
-             workers: int | None = None, checkpoint_blocks: int = 4) -> dict:
+             workers: int | None = None, checkpoint_blocks: int = 4, strands: str = "auto") -> dict:
     """Annotate every SAE feature, streaming the genome in blocks; writes ``out``, returns its summary.
 
     Parameters
@@ -158,6 +166,7 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
     cfg : Config (``cfg.block_bp``: bases per block)
     workers : worker processes (default: all cores; under torchrun the cores per local rank)
     checkpoint_blocks : blocks between two checkpoints (a killed run resumes from the last one)
+    strands : "auto" (pool the reverse-complement pass when its store is there), "both", "forward"
     """
     from genesae_fast.annotate.core import gene_shifts
     from genesae_fast.annotate.sources import gene_sources
@@ -167,7 +176,7 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
     out = Path(out)
     if (out / MARKER).exists() and not overwrite:
         raise InputError(f"{out}: an annotation is already there (use --overwrite)")
-    inp = prepare(store_path, sae_path, genome, motifs, gff, cfg)
+    inp = prepare(store_path, sae_path, genome, motifs, gff, cfg, strands)
     g = inp.genome
     inp.recs = []  # the genome is kept once, as Genome.codes
     tmp = out.with_name(out.name + ".partial")
@@ -176,8 +185,13 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
     job = plan_job(store_path, sae_path, g, cfg, motifs=inp.motifs, controls=inp.controls,
                    gene=gene_sources(inp.calls, g.offsets, g.lengths), shifts=gene_shifts(int(g.codes.shape[0]), cfg),
                    pieces=work / "pieces", sae_loader=load_sae, n_latents=n_latents_of(inp.sae))
+    job.strands = "both" if hasattr(inp.store, "rc") else "forward"
     res, tracks = annotate_streamed(job, work, workers=_workers(workers), checkpoint_blocks=checkpoint_blocks,
                                     progress=progress)
+    if job.strands == "both" and inp.motifs and _rank() == 0:  # rank 0 writes the folder
+        from genesae_fast.annotate.strand_scores import add_to_result
+
+        add_to_result(res, job, cfg, workers=_workers(workers), progress=progress)
     res.summary.update(_provenance(store_path, sae_path, inp, motifs, gff))
     if _rank() == 0:
         write_result(res, out, g, overwrite=True, pieces=(work / "pieces", len(job.blocks), tracks,
@@ -202,7 +216,7 @@ def _workers(workers: int | None) -> int:
 
 
 def annotate_in_memory(store_path, sae_path, out, genome=None, motifs: str | None = "jaspar2024:CORE:vertebrates",
-                       gff=None, cfg: Config | None = None, progress: bool = False) -> dict:
+                       gff=None, cfg: Config | None = None, progress: bool = False, *, strands: str = "auto") -> dict:
     """The in-memory annotation (every token's codes held at once; about 1 GB per Mbp).
 
     The reference the streamed :func:`annotate` is tested against; same folder layout.
@@ -212,7 +226,7 @@ def annotate_in_memory(store_path, sae_path, out, genome=None, motifs: str | Non
     from genesae_fast.scan import scan_motifs
 
     cfg = cfg or Config()
-    inp = prepare(store_path, sae_path, genome, motifs, gff, cfg)
+    inp = prepare(store_path, sae_path, genome, motifs, gff, cfg, strands)
     real = ctrl = None
     if inp.motifs:
         real = scan_motifs(inp.recs, inp.motifs, pvalue=cfg.pvalue, threads=cfg.threads)
@@ -222,6 +236,9 @@ def annotate_in_memory(store_path, sae_path, out, genome=None, motifs: str | Non
     res = annotate_encoded(inp.genome, seq, bp_start, bp_end, enc, motifs=inp.motifs, real_hits=real,
                            control_hits=ctrl, gene_calls=inp.calls, cfg=cfg, progress=progress)
     _add_lm_knowledge(res, inp, real)
+
+    if hasattr(inp.store, "rc") and inp.motifs:
+        _strand_columns_in_memory(res, inp, store_path, sae_path, cfg, progress)
     res.summary.update(_provenance(store_path, sae_path, inp, motifs, gff))
     write_result(res, out, inp.genome, inp.motifs, real, overwrite=True, gene_calls=inp.calls)
     return res.summary
@@ -235,6 +252,17 @@ def _add_lm_knowledge(res, inp: Inputs, real_hits) -> None:
     g = inp.genome
     lm = LK.in_memory(inp.store, g, inp.motifs, real_hits, gene_sources(inp.calls, g.offsets, g.lengths))
     LK.add_columns(res, lm, None if lm is not None else LK.absent_reason(inp.store))
+
+def _strand_columns_in_memory(res, inp: Inputs, store_path, sae_path, cfg: Config, progress: bool) -> None:
+    """The per-strand motif columns (``annotate.strand_scores``) for the in-memory path: the same
+    block-by-block pass the streamed path runs, in this process."""
+    from genesae_fast.annotate.strand_scores import add_to_result
+    from genesae_fast.annotate.streamed import plan_job
+
+    job = plan_job(store_path, sae_path, inp.genome, cfg, motifs=inp.motifs, pieces="", sae_loader=load_sae,
+                   n_latents=n_latents_of(inp.sae))
+    job.strands = "both"
+    add_to_result(res, job, cfg, workers=1, progress=progress)
 
 
 def _fmt(v) -> str:

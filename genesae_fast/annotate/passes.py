@@ -41,6 +41,7 @@ class Job:
     gene: dict | None = None  # name -> source
     shifts: list = field(default_factory=list)
     sae_loader: object = None
+    strands: str = "forward"  # "both": [forward | RC] rows, pooled codes (annotate.strands)
 
 
 _OPEN: dict = {}
@@ -63,6 +64,11 @@ def _resources():
         job = _OPEN["job"]
         _OPEN["store"] = ActivationStore.open(job.store_path)
         _OPEN["sae"] = job.sae_loader(job.sae_path)
+        if job.strands == "both":
+            from genesae_fast.annotate.strands import PooledSAE
+            from genesae_fast.store.strands import open_for_annotation
+
+            _OPEN["store"], _OPEN["sae"] = open_for_annotation(job.store_path, "both"), PooledSAE(_OPEN["sae"])
     return _OPEN["job"], _OPEN["store"], _OPEN["sae"]
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from genesae_fast.annotate.lm_report import lm_section
+from genesae_fast.annotate.strand_report import strand_figure, strand_stats
 from genesae_fast.errors import InputError
 
 _COLORS = {"A": "#2ca02c", "C": "#1f77b4", "G": "#ff9f0e", "T": "#d62728"}
@@ -337,6 +338,7 @@ def _summary_figures(data: dict, sae_dir) -> list:
         if motif:
             figs.append(svg_histogram([_num(cc["f1"][i]) for i in motif], title="motifs: best SAE feature F1", xlabel="F1"))
             figs.append(svg_histogram([_num(cc["neuron_f1"][i]) for i in motif], title="motifs: best neuron F1", xlabel="F1"))
+        figs.extend(strand_figure(cc, svg_paired, _num))
     curves = read_metrics(sae_dir or s.get("sae"))
     for key in ("fvu", "loss", "l0", "dead_fraction"):
         if key in curves:
@@ -353,6 +355,7 @@ def _stats_html(s: dict) -> str:
              ("concepts with F1 ≥ 0.5: SAE / neurons", f"{s.get('concepts_sae_f1_ge_0.5')} / {s.get('concepts_neuron_f1_ge_0.5')}"),
              ("concepts with F1 ≥ 0.3: SAE / neurons", f"{s.get('concepts_sae_f1_ge_0.3')} / {s.get('concepts_neuron_f1_ge_0.3')}"),
              ("concepts where the best SAE feature beats the best neuron", s.get("concepts_sae_beats_neuron"))]
+    stats += strand_stats(s)
     return "".join(f"<div class='stat'><b>{_esc(_fmt(v))}</b><span>{_esc(k)}</span></div>" for k, v in stats)
 
 
@@ -382,8 +385,8 @@ def build_html(data: dict, sae_dir=None) -> str:
                         css=_CSS, js=_JS)
 
 
-def svg_paired(names, a, b, title, width=720, height=220) -> str:
-    """Grouped bars: SAE F1 (blue) and neuron F1 (orange) per concept."""
+def svg_paired(names, a, b, title, width=720, height=220, labels=("SAE feature", "neuron")) -> str:
+    """Grouped bars: SAE F1 (blue) and neuron F1 (orange) per concept (``labels`` name the two)."""
     pl, pr, pt, pb = 36, 10, 22, 70
     w, h = width - pl - pr, height - pt - pb
     n = max(len(names), 1)
@@ -397,11 +400,11 @@ def svg_paired(names, a, b, title, width=720, height=220) -> str:
             v = 0.0 if math.isnan(v) else v
             bh = h * v
             out.append(f'<rect x="{pl + i * bw + j * bw / 2 + 1:.1f}" y="{pt + h - bh:.1f}" width="{max(bw / 2 - 2, 1):.1f}" '
-                       f'height="{bh:.1f}" fill="{col}"><title>{_esc(name)} {"SAE" if j == 0 else "neuron"}: {v:.3f}</title></rect>')
+                       f'height="{bh:.1f}" fill="{col}"><title>{_esc(name)} {_esc(labels[j])}: {v:.3f}</title></rect>')
         x = pl + (i + 0.5) * bw
         out.append(f'<text transform="translate({x:.1f},{pt + h + 8}) rotate(50)" class="tick">{_esc(name)}</text>')
-    out.append(f'<text x="{width - 150}" y="{pt + 10}" class="tick" fill="#4c72b0">■ SAE feature</text>'
-               f'<text x="{width - 70}" y="{pt + 10}" class="tick" fill="#dd8452">■ neuron</text></svg>')
+    out.append(f'<text x="{width - 150}" y="{pt + 10}" class="tick" fill="#4c72b0">■ {_esc(labels[0])}</text>'
+               f'<text x="{width - 70}" y="{pt + 10}" class="tick" fill="#dd8452">■ {_esc(labels[1])}</text></svg>')
     return "".join(out)
 
 

@@ -193,7 +193,8 @@ def job_key(job: P.Job, extra: str = "") -> str:
     h = hashlib.sha256()
     for part in (job.store_path, job.sae_path, repr(job.cfg), repr(job.blocks[-1:] if job.blocks else []),
                  str(len(job.blocks)), str(job.n_latents), repr([m.id for m in job.motifs or []]),
-                 repr(list(job.gene or {})), repr(job.shifts), extra):
+                 repr(list(job.gene or {})), repr(job.shifts), extra,
+                 *([job.strands] if job.strands != "forward" else [])):
         h.update(part.encode())
         h.update(b"\0")
     h.update(hashlib.sha256(np.ascontiguousarray(job.genome.codes).tobytes()).digest())

@@ -113,10 +113,11 @@ def _claim(work: Path, r) -> None:
 
 def _passes(r, job: Job):
     from genesae_fast.store import ActivationStore
+    from genesae_fast.store.strands import open_for_annotation
 
     cfg = job.cfg
     m = S.pass_moments(r)
-    mean = ActivationStore.open(job.store_path).mean
+    mean = open_for_annotation(job.store_path, job.strands).mean  # both strands: [forward | RC] means
     p2 = S.pass_counts(r, S.count_params(r, m, mean, cfg.neurons))
     stats = _stats(m, p2.hist, cfg)
     motif, gene, neuron_best = _concepts(job, p2, stats, cfg)

@@ -14,6 +14,9 @@ A store is one Zarr v3 group::
 
 Every array is chunked by the same whole rows, so row chunk ``k`` is one unit of work,
 of commit and of shuffling.
+
+A both-strand extraction writes a second, ordinary store beside ``S.zarr``: ``S.rc.zarr``,
+the reverse-complement pass in + strand coordinates (``genesae_fast.store.strands``).
 """
 from __future__ import annotations
 

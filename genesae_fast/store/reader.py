@@ -628,6 +628,8 @@ class ActivationStore:
             out["model_sha256"] = model.get("sha256", "")
         if "layer" in a:
             out["layer"] = a["layer"]
+        if a.get("strand"):  # "-": the reverse-complement pass (genesae_fast.store.strands)
+            out["strand"] = a["strand"]
         if a.get("window") is not None:
             out["window"] = a["window"]
             out["stride"] = a["stride"]

@@ -92,7 +92,8 @@ def train_sae(store_path, out_dir, *, latents: int | None = None, expansion: int
               batch_topk: bool = False, k_aux: int | None = None, aux_coef: float = 1 / 32,
               dead_tokens: int | None = None, checkpoint_tokens: int | None = None, log_tokens: int | None = None,
               device=None, threads: int | None = None, evaluate: bool = True, lm_loss: bool = True,
-              overwrite: bool = False, progress: bool = True, callback=None, clock=time.perf_counter) -> Path:
+              overwrite: bool = False, progress: bool = True, callback=None, clock=time.perf_counter,
+              strands: str = "auto") -> Path:
     """Train a TopK SAE on an activation store; returns the SAE folder.
 
     Parameters
@@ -120,6 +121,8 @@ checkpoint_tokens, log_tokens
         ``callback(step, tokens)`` after every optimiser step (monitoring, tests).
     clock : callable
         Monotonic seconds; times the steps (tests pass a fake one).
+    strands : str
+        "auto"/"both"/"forward": the RC pass too (``genesae_fast.store.strands.open_for_training``).
 
     Raises
     ------
@@ -128,13 +131,10 @@ checkpoint_tokens, log_tokens
     TrainingInterrupted
         SIGINT/SIGTERM: the checkpoint is saved first.
     """
-    from genesae_fast.store import ActivationStore
+    from genesae_fast.store.strands import open_for_training
 
-    store = ActivationStore.open(store_path)
-    if latents is None and expansion < 1:
-        raise InputError(f"--expansion {expansion}: must be at least 1")
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads {threads}: must be at least 1")
+    store = open_for_training(store_path, strands)
+    _check_counts(expansion if latents is None else 1, threads)
     options = TrainOptions(
         n_latents=int(latents) if latents is not None else int(expansion) * store.d, k=int(k),
         batch_size=int(batch_size), tokens=tokens, lr=lr, seed=int(seed), batch_topk=bool(batch_topk), k_aux=k_aux,
@@ -147,13 +147,27 @@ checkpoint_tokens, log_tokens
                             progress=progress, callback=callback, threads=threads, clock=clock)
 
 
+def _n_heldout(store) -> int:
+    """Held-out chunks: the last 1% (``heldout_chunks``), rounded up to whole groups of
+    ``store.heldout_multiple`` (2 for both strands: both passes of the held-out stretch)."""
+    n, m = heldout_chunks(store.n_chunks), int(getattr(store, "heldout_multiple", 1))
+    return min(-(-n // m) * m, max(store.n_chunks - 1, n))
+
+
+def _check_counts(expansion: int, threads: int | None) -> None:
+    if expansion < 1:
+        raise InputError(f"--expansion {expansion}: must be at least 1")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads {threads}: must be at least 1")
+
+
 def _train_on_device(store, options: TrainOptions, out: Path, device, **context) -> Path:
     """Join torchrun's process group (when launched by it), train, and put the thread count back."""
     dev = resolve_device(device)
     rank, world, owned_group = dist_setup(dev.type)
     threads_before = torch.get_num_threads()
     try:
-        cfg = TrainConfig.resolve(store, options, world, heldout_chunks(store.n_chunks))
+        cfg = TrainConfig.resolve(store, options, world, _n_heldout(store))
         return _train(store, cfg, RunContext(out, dev, rank, world, **context))
     finally:
         torch.set_num_threads(threads_before)  # the tuner changes a process-wide setting
