@@ -256,41 +256,114 @@ def test_read_choice_absent(tmp_path):
     assert read_choice(tmp_path) is None
 
 
-def test_run_pipeline_auto_beats_the_receptive_field_rule_and_resumes(chosen, tmp_path):
+SETTINGS = dict(expansion=2, k=2, batch=512, min_train_tokens=30_000, max_train_tokens=30_000, choice_bp=30_000,
+                choice_tokens=30_000, neurons=False)
+
+
+@pytest.fixture(scope="module")
+def piped(chosen, tmp_path_factory):
+    """`run_pipeline(layer="auto", seeds=2)` on the planted genome, and its messages."""
+    from genesae_fast.pipeline import RunSettings, run_pipeline
+
+    _, genome, motifs, _ = chosen
+    out = tmp_path_factory.mktemp("piped") / "auto"
+    msgs = []
+    summary = run_pipeline(out, genome=str(genome), model=MotifLayerModel(), motifs=str(motifs),
+                           settings=RunSettings(seeds=2, **SETTINGS), progress=False, workers=1, threads=1,
+                           echo=msgs.append)
+    return out, summary, msgs
+
+
+def test_run_pipeline_auto_beats_the_receptive_field_rule_and_resumes(chosen, piped, tmp_path):
     """`run_pipeline(layer="auto")`: the plan shows the choice, layers.tsv and the summary record
     it, the store is of layer 2, and its held-out motif F1 beats the old rule's layer (3 for
     this model); a rerun skips every stage."""
+    from genesae_fast.annotate.folder import read_tsv
     from genesae_fast.extract import default_layer
     from genesae_fast.pipeline import RunSettings, format_summary, run_pipeline
     from genesae_fast.store import ActivationStore
 
     _, genome, motifs, _ = chosen
-    s = RunSettings(expansion=2, k=2, batch=512, min_train_tokens=30_000, max_train_tokens=30_000, choice_bp=30_000,
-                    choice_tokens=30_000, neurons=False)
-    msgs = []
-    auto = run_pipeline(tmp_path / "auto", genome=str(genome), model=MotifLayerModel(), motifs=str(motifs), settings=s,
-                        progress=False, workers=1, threads=1, echo=msgs.append)
+    out, auto, msgs = piped
     assert msgs[0].splitlines()[1].startswith("  layers    3 candidate layers (1,2,3): a small SAE each on <= 30,000")
-    assert msgs[1] == "[layers] ..." and msgs[-4:] == [f"[{k}] ..." for k in ("extract", "train", "annotate", "report")]
-    assert ActivationStore.open(tmp_path / "auto" / "store.zarr").attrs["layer"] == 2
+    assert msgs[0].splitlines()[5].startswith("  seeds     1 more SAE seed: train and annotate each")
+    assert msgs[1] == "[layers] ..." and msgs[-5:] == [f"[{k}] ..." for k in ("extract", "train", "annotate", "seeds",
+                                                                               "report")]
+    assert ActivationStore.open(out / "store.zarr").attrs["layer"] == 2
     assert auto["layer_choice"]["layer"] == 2 and auto["layer_choice"]["candidates"] == [1, 2, 3]
     assert "layer 2 chosen by data from 3 candidates" in format_summary(auto)
-    assert auto["seed_spread"]["measured"] is False
-    assert "layer chosen on the select split" in (tmp_path / "auto" / "annotate" / "report.html").read_text()
+    assert "layer chosen on the select split" in (out / "annotate" / "report.html").read_text()
     old_rule = default_layer(MotifLayerModel())
     assert old_rule == 3
+    s = RunSettings(**SETTINGS)
     fixed = run_pipeline(tmp_path / "fixed", genome=str(genome), model=MotifLayerModel(), layer=old_rule,
                          motifs=str(motifs), settings=s, progress=False, workers=1, threads=1, echo=lambda m: None)
     assert "layer_choice" not in fixed and not (tmp_path / "fixed" / LAYERS_FILE).exists()
+    assert fixed["seed_spread"]["measured"] is False and "--seeds 2" in fixed["seed_spread"]["note"]
 
-    def motif_f1(summary_dir):
-        from genesae_fast.annotate.folder import read_tsv
-
-        t = read_tsv(summary_dir / "annotate" / "concepts.tsv")
+    def motif_f1(run_dir):
+        t = read_tsv(run_dir / "annotate" / "concepts.tsv")
         return [float(f) for f, k in zip(t["f1"], t["kind"]) if k == "motif"]
 
-    assert min(motif_f1(tmp_path / "auto")) > 0.8 > 0.3 > max(motif_f1(tmp_path / "fixed"))
+    assert min(motif_f1(out)) > 0.8 > 0.3 > max(motif_f1(tmp_path / "fixed"))
     msgs.clear()
-    run_pipeline(tmp_path / "auto", genome=str(genome), model=MotifLayerModel(), motifs=str(motifs), settings=s,
-                 progress=False, workers=1, threads=1, echo=msgs.append)
-    assert msgs[1:] == [f"[{k}] already complete, skipped" for k in ("layers", "extract", "train", "annotate", "report")]
+    run_pipeline(out, genome=str(genome), model=MotifLayerModel(), motifs=str(motifs),
+                 settings=RunSettings(seeds=2, **SETTINGS), progress=False, workers=1, threads=1, echo=msgs.append)
+    assert msgs[1:] == [f"[{k}] already complete, skipped"
+                        for k in ("layers", "extract", "train", "annotate", "seeds", "report")]
+
+
+def test_extract_stage_brings_the_choice_along(chosen, piped, tmp_path):
+    """--stages extract with --layer auto: the choice runs first when layers.tsv is absent
+    (here it is copied, so it is skipped and its layer used); train alone does not need it."""
+    import shutil
+
+    from genesae_fast.pipeline import RunSettings, run_pipeline
+    from genesae_fast.store import ActivationStore
+
+    _, genome, motifs, _ = chosen
+    out, _, _ = piped
+    (tmp_path / "o").mkdir()
+    shutil.copy(out / LAYERS_FILE, tmp_path / "o" / LAYERS_FILE)
+    msgs = []
+    run_pipeline(tmp_path / "o", genome=str(genome), model=MotifLayerModel(), motifs=str(motifs),
+                 settings=RunSettings(**SETTINGS), progress=False, workers=1, only=["extract"], echo=msgs.append)
+    assert msgs[1:] == ["[layers] already complete, skipped", "[extract] ..."]
+    assert ActivationStore.open(tmp_path / "o" / "store.zarr").attrs["layer"] == 2
+    (tmp_path / "o" / LAYERS_FILE).unlink()
+    msgs.clear()
+    run_pipeline(tmp_path / "o", genome=str(genome), model=MotifLayerModel(), motifs=str(motifs),
+                 settings=RunSettings(**SETTINGS), progress=False, workers=1, only=["train"], echo=msgs.append)
+    assert msgs[1:] == ["[train] ..."]
+
+
+def test_seed_spread_table_and_light_annotation_match_the_full_one(piped, tmp_path):
+    """seeds.tsv: seed 0's column is the run's own concepts.tsv F1 (the light annotation of the
+    extra seeds scores exactly as the full one), seed 1 is another SAE; the summary's spread
+    is computed from the table."""
+    from genesae_fast.annotate import annotate
+    from genesae_fast.annotate.folder import read_tsv
+    from genesae_fast.layer_choice import light_config
+    from genesae_fast.seed_spread import MIN_F1, spread_summary
+
+    out, auto, _ = piped
+    main = read_tsv(out / "annotate" / "concepts.tsv")
+    seeds = read_tsv(out / "seeds.tsv")
+    assert list(seeds) == ["concept", "kind", "f1_seed0", "f1_seed1", "range"]
+    with_hits = [c for c, n in zip(main["concept"], main["n_hits"]) if int(n) > 0]
+    assert seeds["concept"] == with_hits
+    main_f1 = dict(zip(main["concept"], main["f1"]))
+    assert [float(main_f1[c]) for c in with_hits] == [float(x) for x in seeds["f1_seed0"]]
+    annotate(out / "store.zarr", out / "sae", tmp_path / "light", genome=str(auto["genome"]), motifs=auto["motif_spec"],
+             cfg=light_config(0, 1), progress=False, workers=1)
+    light = read_tsv(tmp_path / "light" / "concepts.tsv")
+    assert light["f1"] == main["f1"] and light["feature"] == main["feature"]
+    assert (out / "sae_seed1" / "config.json").is_file()
+    f1 = np.array([[float(a), float(b)] for a, b in zip(seeds["f1_seed0"], seeds["f1_seed1"])])
+    keep = f1.max(axis=1) >= MIN_F1
+    rng = f1.max(axis=1) - f1.min(axis=1)
+    assert [float(x) for x in seeds["range"]] == pytest.approx(list(rng), abs=1e-5)
+    spread = spread_summary(out, 2)
+    assert auto["seed_spread"] == spread
+    assert spread["concepts"] == int(keep.sum()) and spread["median_range"] == pytest.approx(np.median(rng[keep]))
+    assert spread["concepts_f1_ge_0.3_per_seed"] == [int(x) for x in (f1 >= 0.3).sum(axis=0)]
