@@ -157,6 +157,9 @@ def write_select_genome(genome, path, pieces) -> int:
     from genesae_fast.extract import stream_records
     from genesae_fast.outputs import open_output
 
+    if not pieces:
+        raise InputError(f"{genome}: too small to choose a layer on (no select-split piece of {MIN_PIECE_BP} bp); "
+                         "give --layer N")
     wanted = {}
     for name, a, b in pieces:
         wanted.setdefault(name, []).append((a, b))
@@ -169,8 +172,6 @@ def write_select_genome(genome, path, pieces) -> int:
                 for i in range(a, b, 60):
                     fh.write(seq[i:min(i + 60, b)] + "\n")
                 total += b - a
-    if total == 0:
-        raise InputError(f"{genome}: no select-split bases to choose a layer on (genome too small?)")
     return total
 
 

@@ -1,6 +1,8 @@
 """``genesae run``: extract, train, annotate and report, each stage skipped when done.
 
-Outputs ``DIR/store.zarr``, ``DIR/sae/``, ``DIR/annotate/`` (with ``report.html``). Each
+Outputs ``DIR/layers.tsv`` (the layer chosen by data, ``layer_choice``; with ``--layer auto``
+or a list), ``DIR/store.zarr``, ``DIR/sae/``, ``DIR/annotate/`` (with ``report.html``) and,
+with ``seeds`` > 1, ``DIR/seeds.tsv`` (``seed_spread``). Each
 stage checks its own completion marker, and extraction and training resume themselves, so
 rerunning after a crash continues where it stopped. Stage times go to ``DIR/run.json``.
 
@@ -38,8 +40,9 @@ RATES = {"extract": 300_000.0, "train": 190_000.0, "annotate": 36_000.0, "report
 class RunSettings:
     """Defaults of ``genesae run`` (full) and of ``--quick``.
 
-    From notes/sae-motif-calibration.md: a layer whose receptive field is about a motif's
-    width (``extract.default_layer``), small k (8 at d = 48), 16x latents. Training tokens:
+    From notes/sae-motif-calibration.md: small k (8 at d = 48), 16x latents. The layer is
+    chosen by data (``layer_choice``) on ``choice_bp`` select-split bases with SAEs of
+    ``choice_tokens`` tokens; ``seeds`` > 1 adds SAE seeds and their spread. Training tokens:
     ``train_passes`` passes over the store, clamped to ``[min_train_tokens, max_train_tokens]``,
     unless ``train_tokens_override`` is set.
     """
@@ -352,6 +355,8 @@ class _Run:
         return default_block(self.covered_bp())
 
     def covered_bp(self) -> int:
+        """Bases the run's store will cover: the genome, or its first ``max_tokens`` bases (one
+        token per base, as every shipped model; for k-mer tokenisers an upper bound)."""
         bp = self.plan.genome_bp
         return bp if self.s.max_tokens is None else min(bp, int(self.s.max_tokens))
 

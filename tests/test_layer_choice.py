@@ -367,3 +367,15 @@ def test_seed_spread_table_and_light_annotation_match_the_full_one(piped, tmp_pa
     assert auto["seed_spread"] == spread
     assert spread["concepts"] == int(keep.sum()) and spread["median_range"] == pytest.approx(np.median(rng[keep]))
     assert spread["concepts_f1_ge_0.3_per_seed"] == [int(x) for x in (f1 >= 0.3).sum(axis=0)]
+
+
+def test_a_genome_too_small_for_a_choice_is_a_one_line_error(tmp_path):
+    from genesae_fast.layer_choice import write_select_genome
+    from genesae_fast.sequences import write_fasta
+
+    write_fasta([("chr", "ACGT" * 40)], tmp_path / "g.fa")
+    pieces = select_pieces(str(tmp_path / "g.fa"), split_block=1_000, covered_bp=160, budget_bp=10_000)
+    assert pieces == []
+    with pytest.raises(InputError, match=r"g\.fa: too small to choose a layer on .*; give --layer N$"):
+        write_select_genome(str(tmp_path / "g.fa"), tmp_path / "s.fa", pieces)
+    assert not (tmp_path / "s.fa").exists()
