@@ -272,6 +272,7 @@ def choose_layer(genome, job: Choice, candidates: list[int], *, split_block: int
                            budget_bp=job.settings.budget_bp)
     fasta = job.folder / "select.fa"
     bases = write_select_genome(genome, fasta, pieces)
+    _forget_other_choices(job, fasta)
     rf = receptive_fields(job.model)
     rows = []
     for layer in candidates:
@@ -283,6 +284,27 @@ def choose_layer(genome, job: Choice, candidates: list[int], *, split_block: int
     write_layers_tsv(rows, job.folder.parent / LAYERS_FILE,
                      meta={"split_block_bp": split_block, "select_bp": bases, "rule": RULE})
     return read_choice(job.folder.parent)
+
+
+def _forget_other_choices(job: Choice, fasta: Path) -> None:
+    """Drop per-layer results of a choice made with other inputs or settings (a resumed choice
+    reuses only its own): the key of this one is kept in ``choice.json``."""
+    import dataclasses
+    import shutil
+
+    from genesae_fast.outputs import open_output
+    from genesae_fast.sequences import file_sha256
+
+    key = {"select_sha256": file_sha256(fasta), "settings": dataclasses.asdict(job.settings), "motifs": job.motifs,
+           "seed": job.seed, "model": dict(getattr(job.model, "identity", {}) or {})}
+    path = job.folder / "choice.json"
+    old = json.loads(path.read_text()) if path.is_file() else None
+    if old == key:
+        return
+    for d in job.folder.glob("L*"):
+        shutil.rmtree(d, ignore_errors=True)
+    with open_output(path, "w") as fh:
+        json.dump(key, fh, indent=1)
 
 
 def write_layers_tsv(rows: list[dict], path, *, meta: dict) -> None:

@@ -379,3 +379,21 @@ def test_a_genome_too_small_for_a_choice_is_a_one_line_error(tmp_path):
     with pytest.raises(InputError, match=r"g\.fa: too small to choose a layer on .*; give --layer N$"):
         write_select_genome(str(tmp_path / "g.fa"), tmp_path / "s.fa", pieces)
     assert not (tmp_path / "s.fa").exists()
+
+
+def test_a_choice_with_other_settings_does_not_reuse_old_layers(chosen, tmp_path):
+    """Per-layer results are reused only by a choice with the same select FASTA and settings."""
+    import shutil
+
+    d, genome, motifs, _ = chosen
+    shutil.copytree(d / "layers", tmp_path / "layers")
+    marker = tmp_path / "layers" / "L1" / "annotate" / "stale"
+    marker.write_text("")
+    job = Choice(tmp_path / "layers", MotifLayerModel(), ChoiceSettings(budget_bp=30_000, train_tokens=30_000,
+                                                                        expansion=2, k=2, batch=512), str(motifs))
+    choose_layer(str(genome), job, [1], split_block=SPLIT, covered_bp=GENOME_BP, echo=lambda m: None)
+    assert marker.exists()                      # same settings: layer 1 reused
+    job.settings.train_tokens = 20_000
+    choose_layer(str(genome), job, [1], split_block=SPLIT, covered_bp=GENOME_BP, echo=lambda m: None)
+    assert not marker.exists() and not (tmp_path / "layers" / "L2").exists()
+    assert (tmp_path / "layers" / "L1" / "annotate" / "summary.json").is_file()
