@@ -9,8 +9,10 @@ from genesae_fast.cli.options import genome_option, strands_option, threads_opti
 @click.command()
 @genome_option
 @click.option("--model", default="builtin", show_default=True, help="'builtin' or a local model folder.")
-@click.option("--layer", type=click.IntRange(min=0), default=None,
-              help="Model layer.  [default: the first block whose receptive field reaches a TF motif's width]")
+@click.option("--layer", default="auto", show_default=True, metavar="auto|N|N,M,...",
+              help="Model layer: 'auto' compares candidate layers (built-in model: receptive field 3-63 bp) by "
+                   "a small SAE each on the select split and keeps the best (layers.tsv); a list (2,3) "
+                   "compares those; a number takes that layer.")
 @click.option("--motifs", default="jaspar2024:CORE:vertebrates", show_default=True,
               help="Motif SPEC or file; 'none' to skip motif concepts.")
 @click.option("--gff", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -22,9 +24,13 @@ from genesae_fast.cli.options import genome_option, strands_option, threads_opti
               help="SAE training tokens.  [default: one pass over the extracted tokens, at least 2M (several "
                    "passes on a small genome), at most 100M; 150k with --quick]")
 @click.option("--stages", default=None, metavar="LIST",
-              help="Run only these comma-separated stages (extract,train,annotate,report), e.g. extract,train on "
-                   "a GPU machine and annotate elsewhere.  [default: all]")
+              help="Run only these comma-separated stages (layers,extract,train,annotate,seeds,report), e.g. "
+                   "extract,train on a GPU machine and annotate elsewhere; extract brings the layer choice "
+                   "along.  [default: all]")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", type=click.IntRange(min=1, max=5), default=1, show_default=True,
+              help="SAE seeds: 2 or 3 also train and annotate seed+1.. and report the spread of each concept's "
+                   "held-out best F1 (seeds.tsv); each extra seed costs about one train + annotate stage.")
 @click.option("--device", default=None, help="torch device.  [default: cuda if available, else cpu]")
 @click.option("--workers", type=click.IntRange(min=1), default=None, show_default="all cores",
               help="Extraction worker processes on CPU (one torch thread each; the store is the same for any number).")
@@ -34,11 +40,15 @@ from genesae_fast.cli.options import genome_option, strands_option, threads_opti
                         "bidirectional ones.")
 @threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, seed, device, workers, strands, threads,
+def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, seed, seeds, device, workers, strands,
+        threads,
         quiet):
     """Extract activations, train a TopK SAE, annotate its features and write the HTML
     atlas, into OUT. Each stage is skipped when its output is complete, so rerunning after
     a crash continues.
+
+    With --layer auto (the default) it first compares candidate layers on the select half of
+    the held-out split (never on the half it reports F1 on) and keeps the best.
 
     Before any work it prints the plan: genome size, tokens per stage, training tokens and
     a rough time per stage (from the built-in model's per-token rates on one CPU core).
@@ -49,6 +59,7 @@ def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, see
     spec = None if motifs.lower() == "none" else motifs
     settings = RunSettings.quick() if quick else RunSettings()
     settings.train_tokens_override = train_tokens
+    settings.seeds = seeds
     summary = run_pipeline(out, genome=genome, model=model, layer=layer, motifs=spec, quick=quick, gff=gff,
                            threads=threads, workers=workers, seed=seed, device=device, progress=not quiet,
                            strands=strands,

@@ -1,6 +1,8 @@
 """``genesae run``: extract, train, annotate and report, each stage skipped when done.
 
-Outputs ``DIR/store.zarr``, ``DIR/sae/``, ``DIR/annotate/`` (with ``report.html``). Each
+Outputs ``DIR/layers.tsv`` (the layer chosen by data, ``layer_choice``; with ``--layer auto``
+or a list), ``DIR/store.zarr``, ``DIR/sae/``, ``DIR/annotate/`` (with ``report.html``) and,
+with ``seeds`` > 1, ``DIR/seeds.tsv`` (``seed_spread``). Each
 stage checks its own completion marker, and extraction and training resume themselves, so
 rerunning after a crash continues where it stopped. Stage times go to ``DIR/run.json``.
 
@@ -18,13 +20,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from genesae_fast.errors import InputError
 
 DEFAULT_MOTIFS = "jaspar2024:CORE:vertebrates"
-STAGES = ("extract", "train", "annotate", "report")
+STAGES = ("layers", "extract", "train", "annotate", "seeds", "report")
 SUMMARY = "summary.json"  # the annotation folder's completion marker (annotate.folder.MARKER)
 
 # Tokens per second of the built-in model's stages on an idle 2-core VM (issue 12's
@@ -38,8 +40,9 @@ RATES = {"extract": 300_000.0, "train": 190_000.0, "annotate": 36_000.0, "report
 class RunSettings:
     """Defaults of ``genesae run`` (full) and of ``--quick``.
 
-    From notes/sae-motif-calibration.md: a layer whose receptive field is about a motif's
-    width (``extract.default_layer``), small k (8 at d = 48), 16x latents. Training tokens:
+    From notes/sae-motif-calibration.md: small k (8 at d = 48), 16x latents. The layer is
+    chosen by data (``layer_choice``) on ``choice_bp`` select-split bases with SAEs of
+    ``choice_tokens`` tokens; ``seeds`` > 1 adds SAE seeds and their spread. Training tokens:
     ``train_passes`` passes over the store, clamped to ``[min_train_tokens, max_train_tokens]``,
     unless ``train_tokens_override`` is set.
     """
@@ -53,13 +56,16 @@ class RunSettings:
     max_train_tokens: int = 100_000_000
     train_tokens_override: int | None = None
     neurons: bool = True
+    seeds: int = 1                  # SAE seeds; more than 1 adds seeds.tsv (spread of held-out F1)
+    choice_bp: int = 300_000        # --layer auto: select-split bases the layers are compared on
+    choice_tokens: int = 300_000    # --layer auto: SAE training tokens per candidate layer
 
     @classmethod
     def quick(cls) -> "RunSettings":
         """A 250 kbp slice (about 230 genes) and a small SAE trained on 150k tokens: one to two
         minutes on 2 CPU cores."""
         return cls(max_tokens=250_000, expansion=8, k=8, batch=1024, min_train_tokens=150_000,
-                   max_train_tokens=150_000)
+                   max_train_tokens=150_000, choice_bp=60_000, choice_tokens=60_000)
 
     def train_tokens(self, rows: int) -> int:
         """Training tokens for a store of ``rows`` tokens."""
@@ -81,6 +87,7 @@ class Plan:
     seconds: dict               # stage -> estimated seconds (built-in model rates)
     done: dict                  # stage -> already complete
     strands: str = "forward"    # "both": the reverse-complement pass too (twice the extraction)
+    extra: dict = field(default_factory=dict)   # optional stage -> what it handles (layers, seeds)
 
     def describe(self, model: str = "builtin") -> str:
         """The plan as the lines ``genesae run`` prints."""
@@ -88,12 +95,13 @@ class Plan:
         head = (f"plan: genome {self.genome} ({self.genome_bp:,} bp in {self.n_records} "
                 f"record{'s' if self.n_records != 1 else ''}), {self.workers} worker{'s' if self.workers != 1 else ''}")
         both = " x 2 (forward and reverse-complement passes)" if self.strands == "both" else ""
-        what = {"extract": f"{self.tokens:,} tokens{both}",
+        what = {"layers": self.extra.get("layers"), "extract": f"{self.tokens:,} tokens{both}",
                 "train": f"{self.train_tokens:,} tokens ({passes:.2g} pass{'' if passes == 1 else 'es'})",
-                "annotate": f"{self.tokens:,} tokens", "report": "HTML atlas"}
+                "annotate": f"{self.tokens:,} tokens", "seeds": self.extra.get("seeds"), "report": "HTML atlas"}
+        what = {k: v for k, v in what.items() if v is not None}
         lines = [head] + [f"  {k:<9} {v}  " + ("(already complete)" if self.done.get(k) else
                                                 f"~{_fmt_seconds(self.seconds[k])}") for k, v in what.items()]
-        todo = sum(v for k, v in self.seconds.items() if not self.done.get(k))
+        todo = sum(v for k, v in self.seconds.items() if not self.done.get(k) and k in what)
         note = "" if model == "builtin" else " (rates of the built-in model; a larger model extracts slower)"
         lines.append(f"  estimated total ~{_fmt_seconds(todo)} on CPU{note}")
         return "\n".join(lines)
@@ -149,12 +157,14 @@ def estimate_seconds(tokens: int, train_tokens: int, workers: int) -> dict:
             "report": tokens / RATES["report"]}
 
 
-def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: dict, strands: str = "forward") -> Plan:
+def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: dict, strands: str = "forward", *,
+              candidates: list | None = None) -> Plan:
     """The plan of a run: genome size, tokens per stage, training tokens, stage estimates.
 
     The token count is the finished store's when there is one, else the genome's bases
     (every shipped model tokenises one token per base), capped by ``settings.max_tokens``.
     ``workers`` None: what extraction picks by default (all cores, fewer for a small genome).
+    ``candidates``: the layers a ``--layer auto`` (or list) choice will compare, None for none.
     """
     from genesae_fast.extract import MIN_ROWS_PER_WORKER
 
@@ -167,7 +177,25 @@ def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: d
     seconds = estimate_seconds(rows, train, w)
     if strands == "both":
         seconds["extract"] *= 2
-    return Plan(str(genome), bp, n_rec, rows, train, w, seconds, done, strands)
+    plan = Plan(str(genome), bp, n_rec, rows, train, w, seconds, done, strands)
+    _plan_extras(plan, settings, candidates)
+    return plan
+
+
+def _plan_extras(plan: Plan, settings: "RunSettings", candidates: list | None) -> None:
+    """The optional stages' lines and estimates: the layer choice and the extra SAE seeds."""
+    if candidates is not None:
+        from genesae_fast.layer_choice import ChoiceSettings
+
+        bp = min(settings.choice_bp, plan.genome_bp)
+        cs = ChoiceSettings(budget_bp=bp, train_tokens=settings.choice_tokens)
+        plan.extra["layers"] = (f"{len(candidates)} candidate layers ({','.join(map(str, candidates))}): "
+                                f"a small SAE each on <= {bp:,} select-split bases")
+        plan.seconds["layers"] = cs.estimate_seconds(len(candidates), RATES)
+    if settings.seeds > 1:
+        extra = settings.seeds - 1
+        plan.extra["seeds"] = f"{extra} more SAE seed{'s' if extra > 1 else ''}: train and annotate each"
+        plan.seconds["seeds"] = extra * (plan.seconds["train"] + plan.seconds["annotate"])
 
 
 def _store_complete(path: Path) -> bool:
@@ -210,14 +238,17 @@ class _Paths:
 def _completion(p: _Paths) -> dict:
     """Stage -> is its output complete (so the stage is skipped)."""
     r, m = p.ann / "report.html", p.ann / SUMMARY
+    from genesae_fast.layer_choice import LAYERS_FILE
+    from genesae_fast.seed_spread import SEEDS_FILE
     from genesae_fast.store.strands import rc_store_path
 
     extracted = _store_complete(p.store) and (p.strands != "both" or _store_complete(Path(rc_store_path(p.store))))
-    return {"extract": extracted, "train": _sae_complete(p.sae), "annotate": m.is_file(),
+    return {"layers": (p.out / LAYERS_FILE).is_file(), "extract": extracted,
+            "train": _sae_complete(p.sae), "annotate": m.is_file(), "seeds": (p.out / SEEDS_FILE).is_file(),
             "report": r.is_file() and m.is_file() and r.stat().st_mtime >= m.stat().st_mtime}
 
 
-def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *, motifs=DEFAULT_MOTIFS,
+def run_pipeline(out="genesae_run", genome=None, model="builtin", layer="auto", *, motifs=DEFAULT_MOTIFS,
                  quick=False, gff=None, threads=None, workers=None, seed=0, device=None, progress=True,
                  settings: RunSettings | None = None, only=None, echo=print, strands="auto") -> dict:
     """Run every stage into ``out``; returns the annotation summary plus stage times.
@@ -227,12 +258,13 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
     out : output folder
     genome : FASTA (default: the bundled genome)
     model : "builtin" or a model folder
-    layer : model layer (default: chosen by receptive field, ``extract.default_layer``)
+    layer : "auto" (default; None too): chosen by data, ``genesae_fast.layer_choice``; a list
+        of layers ("2,3" or [2, 3]): chosen by data among them; an int: that layer
     motifs : motif SPEC or file; "" or None for none
     quick : a slice of the genome and a small SAE (a demonstration)
     threads : native threads of the annotation (default: all cores)
     workers : extraction worker processes (default: all cores)
-    settings : sizes and training tokens (default ``RunSettings()`` or ``RunSettings.quick()``)
+    settings : sizes, training tokens, SAE seeds (default ``RunSettings()`` or ``RunSettings.quick()``)
     only : run only these stages (names from ``STAGES``); the others are left as they are
     echo : where the plan and stage messages go
     strands : "auto" (both for a model that reads one direction), "both" or "forward" (``genesae_fast.strands``)
@@ -243,38 +275,172 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
         The annotation summary (``summary.json``) with ``stage_seconds`` and ``report``;
         only ``stage_seconds`` while the annotation is not done.
     """
+    from genesae_fast.layer_choice import parse_layer_spec
+
     if genome is None:
         from genesae_fast.data import genome_path
 
         genome = str(genome_path())
     from genesae_fast.strands import resolve_strands
 
+    spec = parse_layer_spec(layer)
     s = settings or (RunSettings.quick() if quick else RunSettings())
-    cores, paths = os.cpu_count() or 1, _Paths(Path(out), resolve_strands(strands, str(model)))
+    paths = _Paths(Path(out), resolve_strands(strands, str(model)))
     paths.out.mkdir(parents=True, exist_ok=True)
-    done = _completion(paths)
-    plan = make_plan(paths.out, genome, s, workers, done, paths.strands)
+    run = _Run(genome, model, spec, paths, s, dict(motifs=motifs or None, gff=gff, threads=int(threads or os.cpu_count() or 1),
+                                                 workers=workers, seed=seed, device=device, progress=progress))
+    plan = make_plan(paths.out, genome, s, workers, _completion(paths), paths.strands, candidates=run.candidates())
     echo(plan.describe(model))
-    stages = {
-        "extract": lambda: _extract(genome, model, layer, paths, s, workers=workers, device=device, progress=progress),
-        "train": lambda: _train(paths, s, seed=seed, device=device, progress=progress),
-        "annotate": lambda: _annotate(genome, paths, s, motifs=motifs, gff=gff, threads=int(threads or cores),
-                                      seed=seed, progress=progress),
-        "report": lambda: _report(paths),
-    }
-    if only is not None:
-        unknown = sorted(set(only) - set(STAGES))
-        if unknown:
-            raise InputError(f"--stages {','.join(only)}: unknown stage {unknown[0]} (choose from {','.join(STAGES)})")
-        stages = {k: v for k, v in stages.items() if k in only}
-    _run_stages(stages, paths, plan, quick=quick, echo=echo)
+    run.plan = plan
+    _run_stages(_select_stages(run.stages(echo), only, s), paths, plan, quick=quick, echo=echo)
     times = json.loads(paths.times.read_text()).get("stage_seconds", {}) if paths.times.is_file() else {}
     if not (paths.ann / SUMMARY).is_file():
         return {"stage_seconds": times}
     summary = json.loads((paths.ann / SUMMARY).read_text())
+    summary.update(_extras(paths, s))
     summary["stage_seconds"] = times
     summary["report"] = str(paths.ann / "report.html")
     return summary
+
+
+def _select_stages(stages: dict, only, s: RunSettings) -> dict:
+    """The stages to run: optional ones only when asked for (a layer choice, extra seeds), and
+    only those named in ``only`` (the layer choice goes with ``extract``, which needs it)."""
+    if s.seeds <= 1:
+        stages.pop("seeds", None)
+    if only is None:
+        return stages
+    unknown = sorted(set(only) - set(STAGES))
+    if unknown:
+        raise InputError(f"--stages {','.join(only)}: unknown stage {unknown[0]} (choose from {','.join(STAGES)})")
+    wanted = set(only) | ({"layers"} if "extract" in only else set())
+    return {k: v for k, v in stages.items() if k in wanted}
+
+
+@dataclass
+class _Run:
+    """What every stage of one run needs; ``stages`` makes the stage functions."""
+
+    genome: str
+    model: object
+    spec: object            # int, "auto" or a tuple of layers (layer_choice.parse_layer_spec)
+    paths: _Paths
+    s: RunSettings
+    opts: dict              # motifs, gff, threads, workers, seed, device, progress
+    plan: Plan | None = None
+    _loaded: object = None
+
+    def loaded_model(self):
+        if self._loaded is None:
+            from genesae_fast.models import load_model
+
+            self._loaded = (self.model if not isinstance(self.model, (str, os.PathLike))
+                            else load_model(str(self.model), device=self.opts["device"]))
+        return self._loaded
+
+    def candidates(self) -> list | None:
+        """The layers the choice compares; None when the layer is given."""
+        if isinstance(self.spec, int):
+            return None
+        from genesae_fast.layer_choice import candidate_layers
+
+        return candidate_layers(self.loaded_model(), self.spec)
+
+    def layer(self) -> int:
+        """The layer to extract: the given one, else the choice's (``layers.tsv``)."""
+        if isinstance(self.spec, int):
+            return self.spec
+        from genesae_fast.layer_choice import read_choice
+
+        choice = read_choice(self.paths.out)
+        if choice is None:
+            raise InputError(f"{self.paths.out}: no layers.tsv; run the layers stage or give --layer N")
+        return choice["layer"]
+
+    def split_block(self) -> int | None:
+        """The annotation's select/evaluate block when a choice runs (the choice used the same)."""
+        if isinstance(self.spec, int):
+            return None
+        from genesae_fast.annotate.concepts import default_block
+
+        return default_block(self.covered_bp())
+
+    def covered_bp(self) -> int:
+        """Bases the run's store will cover: the genome, or its first ``max_tokens`` bases (one
+        token per base, as every shipped model; for k-mer tokenisers an upper bound)."""
+        bp = self.plan.genome_bp
+        return bp if self.s.max_tokens is None else min(bp, int(self.s.max_tokens))
+
+    def stages(self, echo) -> dict:
+        """Stage name -> function, in order; ``layers`` only when a choice is wanted."""
+        o, p, s = self.opts, self.paths, self.s
+        stages = {
+            "layers": lambda: _choose(self, echo),
+            "extract": lambda: _extract(self.genome, self.model, self.layer(), p, s, workers=o["workers"],
+                                        device=o["device"], progress=o["progress"]),
+            "train": lambda: _train(p, s, seed=o["seed"], device=o["device"], progress=o["progress"]),
+            "annotate": lambda: _annotate(self.genome, p, s, motifs=o["motifs"], gff=o["gff"], threads=o["threads"],
+                                          seed=o["seed"], progress=o["progress"], block=self.split_block()),
+            "seeds": lambda: _seeds(self),
+            "report": lambda: _report(p),
+        }
+        if isinstance(self.spec, int):
+            del stages["layers"]
+        return stages
+
+
+def _choose(run: _Run, echo) -> None:
+    from genesae_fast.layer_choice import Choice, ChoiceSettings, choose_layer, describe_choice
+
+    s, o = run.s, run.opts
+    cs = ChoiceSettings(budget_bp=s.choice_bp, train_tokens=s.choice_tokens, expansion=s.expansion, k=s.k,
+                        batch=min(s.batch, 1024))
+    job = Choice(run.paths.out / "layers", run.loaded_model(), cs, o["motifs"], seed=o["seed"], threads=o["threads"],
+                 device=o["device"], progress=o["progress"])
+    choice = choose_layer(run.genome, job, run.candidates(), split_block=run.split_block(),
+                          covered_bp=run.covered_bp(), echo=echo)
+    echo(describe_choice(choice))
+
+
+def _seeds(run: _Run) -> None:
+    from genesae_fast.seed_spread import run_seeds
+    from genesae_fast.store import ActivationStore
+
+    s, o, p = run.s, run.opts, run.paths
+    rows = ActivationStore.open(p.store).n_rows
+    run_seeds(p.out, p.store, run.genome, seeds=s.seeds, base_seed=o["seed"], motifs=o["motifs"], gff=o["gff"],
+              threads=o["threads"], block=run.split_block(), progress=o["progress"],
+              train_kwargs=dict(expansion=s.expansion, k=s.k, batch_size=s.batch, tokens=s.train_tokens(rows),
+                                device=o["device"]))
+    _attach_extras(p, s)
+
+
+def _extras(paths: _Paths, s: RunSettings) -> dict:
+    """``layer_choice`` (when a choice ran) and ``seed_spread`` for ``summary.json``."""
+    from genesae_fast.layer_choice import read_choice
+    from genesae_fast.seed_spread import spread_summary
+
+    out = {"seed_spread": spread_summary(paths.out, s.seeds)}
+    choice = read_choice(paths.out)
+    if choice is not None:
+        out["layer_choice"] = {k: v for k, v in choice.items() if k != "rows"}
+        out["layer_choice"]["scores"] = {str(k): v for k, v in choice["scores"].items()}
+    return out
+
+
+def _attach_extras(paths: _Paths, s: RunSettings) -> None:
+    """Add :func:`_extras` to ``summary.json`` (atomically; untouched when already there, so a
+    finished report stays finished)."""
+    from genesae_fast.outputs import open_output
+
+    path = paths.ann / SUMMARY
+    summary = json.loads(path.read_text())
+    extras = _extras(paths, s)
+    if all(summary.get(k) == v for k, v in extras.items()):
+        return
+    summary.update(extras)
+    with open_output(path, "w") as fh:
+        json.dump(summary, fh, indent=2)
 
 
 def _run_stages(stages: dict, paths: _Paths, plan: Plan, *, quick: bool, echo) -> None:
@@ -310,13 +476,14 @@ def _train(paths: _Paths, s: RunSettings, *, seed, device, progress):
               seed=seed, device=device, progress=progress, lm_loss=False, strands=paths.strands)
 
 
-def _annotate(genome, paths: _Paths, s: RunSettings, *, motifs, gff, threads, seed, progress):
+def _annotate(genome, paths: _Paths, s: RunSettings, *, motifs, gff, threads, seed, progress, block=None):
     from genesae_fast.annotate import annotate
     from genesae_fast.annotate.core import Config
 
-    cfg = Config(neurons=s.neurons, threads=threads, seed=seed)
+    cfg = Config(neurons=s.neurons, threads=threads, seed=seed, block=block)
     annotate(paths.store, paths.sae, paths.ann, genome=genome, motifs=motifs or None, gff=gff, cfg=cfg,
              progress=progress, overwrite=True, strands="auto" if paths.strands == "both" else "forward")
+    _attach_extras(paths, s)
 
 
 def _report(paths: _Paths):
@@ -347,6 +514,7 @@ def format_summary(summary: dict) -> str:
         lines.append("best features (held-out F1, q-value):")
         for b in best[:10]:
             lines.append(f"  feature {b['feature']:>5}  {b['concept']:<34} F1 {b['f1']:.3f}  q {b['qvalue']:.2g}")
+    lines += _extra_lines(summary)
     st = summary.get("stage_seconds") or {}
     if st:
         lines.append("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()))
@@ -362,6 +530,19 @@ def _lm_knowledge_line(info: dict) -> str:
     return (f"LM knows {info.get('concepts_known')} of {info.get('concepts_measured')} concepts (sites cost >= "
             f"{info.get('knows_drop_bits')} bits/base fewer than flanks, z <= -{info.get('knows_z')})"
             + (f": {shown}" if shown else "") + "; lm_* columns of concepts.tsv")
+
+
+def _extra_lines(summary: dict) -> list:
+    """The layer choice and the seed spread, when the summary has them."""
+    from genesae_fast.layer_choice import describe_choice
+    from genesae_fast.seed_spread import describe_spread
+
+    lines = []
+    if summary.get("layer_choice"):
+        lines.append(describe_choice(summary["layer_choice"]))
+    if summary.get("seed_spread"):
+        lines.append(describe_spread(summary["seed_spread"]))
+    return lines
 
 
 __all__ = ["run_pipeline", "RunSettings", "Plan", "make_plan", "format_summary", "DEFAULT_MOTIFS"]

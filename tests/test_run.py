@@ -31,7 +31,7 @@ TINY = dict(max_tokens=None, expansion=2, k=4, batch=512, min_train_tokens=20_00
 def test_run_prints_plan_then_rerun_skips_every_stage(inputs):
     out = inputs / "out"
     messages = []
-    s = run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**TINY),
+    s = run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**TINY), layer=3,
                      progress=False, echo=messages.append, workers=1)
     plan = messages[0].splitlines()
     assert plan[0].startswith(f"plan: genome {inputs / 'g.fa'} (20,000 bp in 1 record), 1 worker")
@@ -55,7 +55,7 @@ def test_run_prints_plan_then_rerun_skips_every_stage(inputs):
     assert "both strands pooled; motifs whose best feature reads both / + only / - only / neither: " in text
     messages.clear()
     before = (out / "annotate" / "summary.json").stat().st_mtime
-    run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**TINY),
+    run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**TINY), layer=3,
                  progress=False, echo=messages.append)
     assert all(line.endswith("(already complete)") for line in messages[0].splitlines()[1:4])
     assert messages[1:] == [f"[{k}] already complete, skipped" for k in ("extract", "train", "annotate", "report")]
@@ -63,7 +63,7 @@ def test_run_prints_plan_then_rerun_skips_every_stage(inputs):
     # a lost report is rebuilt alone
     (out / "annotate" / "report.html").unlink()
     messages.clear()
-    run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**TINY),
+    run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**TINY), layer=3,
                  progress=False, echo=messages.append)
     assert messages[-1] == "[report] ..." and (out / "annotate" / "report.html").exists()
     run = json.loads((out / "run.json").read_text())
@@ -115,7 +115,7 @@ def test_run_cli_quick_prints_plan_and_summary(inputs, tmp_path):
 
     out = tmp_path / "o"
     r = CliRunner().invoke(cli, ["run", "--genome", str(inputs / "g.fa"), "--motifs", str(inputs / "m.meme"),
-                                 "--out", str(out), "--quick", "--train-tokens", "30000", "--workers", "1", "-q"])
+                                 "--out", str(out), "--quick", "--train-tokens", "30000", "--workers", "1", "--layer", "3", "-q"])
     assert r.exit_code == 0, r.output
     assert "plan: genome" in r.output and "train     30,000 tokens" in r.output
     assert "FVU" in r.output and "report:" in r.output
@@ -141,7 +141,7 @@ def test_run_stages_option(inputs, tmp_path):
 
     out = tmp_path / "o"
     base = ["run", "--genome", str(inputs / "g.fa"), "--motifs", str(inputs / "m.meme"), "--out", str(out),
-            "--quick", "--workers", "1", "-q"]
+            "--quick", "--workers", "1", "--layer", "3", "-q"]
     r = CliRunner().invoke(cli, base + ["--stages", "extract"])
     assert r.exit_code == 0, r.output
     assert (out / "store.zarr").is_dir() and not (out / "sae").exists()

@@ -356,7 +356,24 @@ def _stats_html(s: dict) -> str:
              ("concepts with F1 ≥ 0.3: SAE / neurons", f"{s.get('concepts_sae_f1_ge_0.3')} / {s.get('concepts_neuron_f1_ge_0.3')}"),
              ("concepts where the best SAE feature beats the best neuron", s.get("concepts_sae_beats_neuron"))]
     stats += strand_stats(s)
+    stats += _run_extras(s)
     return "".join(f"<div class='stat'><b>{_esc(_fmt(v))}</b><span>{_esc(k)}</span></div>" for k, v in stats)
+
+
+def _run_extras(s: dict) -> list:
+    """``genesae run``'s layer choice and SAE-seed spread, when the summary has them."""
+    out = []
+    lc = s.get("layer_choice")
+    if lc:
+        scores = ", ".join(f"{k}: {v}" for k, v in (lc.get("scores") or {}).items())
+        out.append((f"layer chosen on the select split (concepts with F1 ≥ 0.3 per layer: {scores})", lc.get("layer")))
+    sp = s.get("seed_spread")
+    if sp and sp.get("measured"):
+        out.append((f"median (max {sp['max_range']:.3f}) range of held-out best F1 over {sp['seeds']} SAE seeds, "
+                    f"{sp['concepts']} concepts", f"{sp['median_range']:.3f}"))
+    elif sp:
+        out.append(("SAE seeds (seed-to-seed spread not measured)", sp.get("seeds")))
+    return out
 
 
 def igv_payload() -> str:

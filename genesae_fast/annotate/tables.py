@@ -189,7 +189,8 @@ def _extend(dst: dict, src: dict) -> None:
 
 @dataclass
 class BestConcept:
-    """Per feature: the chosen concept's label and scores (NaN / "" when none)."""
+    """Per feature: the chosen concept's label and scores (NaN / "" when none); ``f1_select``
+    is its F1 on the select part, by which it was chosen and the features are ranked."""
 
     label: list
     name: list
@@ -197,14 +198,16 @@ class BestConcept:
     recall: np.ndarray
     f1: np.ndarray
     qvalue: np.ndarray
+    f1_select: np.ndarray | None = None
 
     @classmethod
     def empty(cls, F: int) -> "BestConcept":
-        return cls([""] * F, [""] * F, *(np.full(F, np.nan) for _ in range(4)))
+        return cls([""] * F, [""] * F, *(np.full(F, np.nan) for _ in range(5)))
 
 
 def pair_table(scores: ConceptScores | None, active: np.ndarray, cfg) -> tuple[dict, BestConcept]:
-    """The long table of one kind and each feature's best concept (lowest q, then select F1)."""
+    """The long table of one kind and each feature's best concept: the highest select F1 (ties:
+    the lower q). Never chosen by q, which comes from the held-out F1 the table reports."""
     F = active.shape[0]
     is_motif = scores is None or scores.kind == "motif"
     label_cols = ("motif_id", "motif_name") if is_motif else ("concept",)
@@ -222,11 +225,11 @@ def pair_table(scores: ConceptScores | None, active: np.ndarray, cfg) -> tuple[d
         else:
             keep = range(len(scores.names))
         _extend(rows, _pair_rows(scores, f, keep, cfg.fractions, label_cols))
-        i = int(np.lexsort((-obs["f1_select"][:, f], q[:, f]))[0])
+        i = int(np.lexsort((q[:, f], -obs["f1_select"][:, f]))[0])
         labels = label_cols_values(scores, i, label_cols)
         best.label[f], best.name[f] = labels[0], (labels[1] if is_motif else "")
-        best.precision[f], best.recall[f], best.f1[f], best.qvalue[f] = (
-            obs["precision"][i, f], obs["recall"][i, f], obs["f1"][i, f], q[i, f])
+        best.precision[f], best.recall[f], best.f1[f], best.qvalue[f], best.f1_select[f] = (
+            obs["precision"][i, f], obs["recall"][i, f], obs["f1"][i, f], q[i, f], obs["f1_select"][i, f])
     return rows, best
 
 
@@ -274,19 +277,22 @@ def feature_table(stats: FeatureStats, best_m: BestConcept, best_c: BestConcept,
     return feats, feats["score"]
 
 
-def best_list(score: np.ndarray, best_m: BestConcept, best_c: BestConcept, qvalue: float) -> list:
-    """The ten best features, diversified: the best significant feature of each concept first
-    (ranked by F1), so broad concepts (CDS) with many good features do not fill the list."""
-    mf = np.where(best_m.qvalue <= qvalue, np.nan_to_num(best_m.f1), 0.0)
-    cf = np.where(best_c.qvalue <= qvalue, np.nan_to_num(best_c.f1), 0.0)
+def best_list(best_m: BestConcept, best_c: BestConcept, qvalue: float) -> list:
+    """The ten best features, diversified: the best significant feature of each concept first,
+    so broad concepts (CDS) with many good features do not fill the list. Ranked by select
+    F1 and shown with held-out F1 (ranking by the F1 shown would inflate the list's F1s)."""
+    mf = np.where(best_m.qvalue <= qvalue, np.nan_to_num(best_m.f1_select), 0.0)
+    cf = np.where(best_c.qvalue <= qvalue, np.nan_to_num(best_c.f1_select), 0.0)
+    rank = np.maximum(mf, cf)
 
     def entry(f):
         is_motif = mf[f] >= cf[f]
         name = (best_m.label[f] + (f" ({best_m.name[f]})" if best_m.name[f] else "")) if is_motif else best_c.label[f]
-        return {"feature": int(f), "concept": name, "f1": float(score[f]),
-                "qvalue": float(best_m.qvalue[f] if is_motif else best_c.qvalue[f])}
+        chosen = best_m if is_motif else best_c
+        return {"feature": int(f), "concept": name, "f1": float(np.nan_to_num(chosen.f1[f])),
+                "qvalue": float(chosen.qvalue[f])}
 
-    ranked = [entry(f) for f in np.argsort(-score, kind="stable") if score[f] > 0]
+    ranked = [entry(f) for f in np.argsort(-rank, kind="stable") if rank[f] > 0]
     best, seen = [], set()
     for e in ranked:
         if e["concept"] not in seen:
@@ -365,7 +371,7 @@ def build_result(parts: Parts, cfg) -> Result:
     cs = concept_summary((parts.motif, parts.gene), active, parts.neuron_best)
     summary = summary_dict(parts.stats, parts.motif, parts.gene, cs, best_m, best_c, cfg, genome_bp=parts.genome_bp,
                            split_block=parts.split_block)
-    summary["best"] = best_list(score, best_m, best_c, cfg.qvalue)
+    summary["best"] = best_list(best_m, best_c, cfg.qvalue)
     used = set(parts.logos.match_id) | set(best_m.label)
     motif_logos = {mid: np.round(np.asarray(pr), 4).tolist() for mid, pr in parts.motif_probs.items() if mid in used}
     return Result(feats, rows_fm, rows_gc, cs, parts.examples, parts.logos.logos, motif_logos, summary, score=score)
