@@ -22,15 +22,21 @@ from genesae_fast.cli.options import genome_option, threads_option
               help="SAE training tokens.  [default: one pass over the extracted tokens, at least 2M (several "
                    "passes on a small genome), at most 100M; 150k with --quick]")
 @click.option("--stages", default=None, metavar="LIST",
-              help="Run only these comma-separated stages (extract,train,annotate,report), e.g. extract,train on "
+              help="Run only these comma-separated stages (extract,train,annotate,control,report), e.g. extract,train on "
                    "a GPU machine and annotate elsewhere.  [default: all]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="torch device.  [default: cuda if available, else cpu]")
 @click.option("--workers", type=click.IntRange(min=1), default=None, show_default="all cores",
               help="Extraction worker processes on CPU (one torch thread each; the store is the same for any number).")
+@click.option("--control-untrained/--no-control-untrained", default=False, show_default=True,
+              help="Also run a randomly initialised copy of the LM (same architecture, seed 0) through extract, "
+                   "train and annotate into OUT/controls/untrained/, as the report's reference line: what a model "
+                   "that learned nothing gives. Off by default because it doubles the run time (annotation "
+                   "dominates both runs). Built-in or `genesae lm train` models only.")
 @threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, seed, device, workers, threads, quiet):
+def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, seed, device, workers, control_untrained,
+        threads, quiet):
     """Extract activations, train a TopK SAE, annotate its features and write the HTML
     atlas, into OUT. Each stage is skipped when its output is complete, so rerunning after
     a crash continues.
@@ -47,7 +53,7 @@ def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, see
     summary = run_pipeline(out, genome=genome, model=model, layer=layer, motifs=spec, quick=quick, gff=gff,
                            threads=threads, workers=workers, seed=seed, device=device, progress=not quiet,
                            settings=settings, only=None if stages is None else [x.strip() for x in stages.split(",")],
-                           echo=lambda m: click.echo(m, err=True))
+                           echo=lambda m: click.echo(m, err=True), control_untrained=control_untrained)
     if "report" in summary:
         click.echo(format_summary(summary))
     else:

@@ -24,7 +24,7 @@ from pathlib import Path
 from genesae_fast.errors import InputError
 
 DEFAULT_MOTIFS = "jaspar2024:CORE:vertebrates"
-STAGES = ("extract", "train", "annotate", "report")
+STAGES = ("extract", "train", "annotate", "control", "report")
 SUMMARY = "summary.json"  # the annotation folder's completion marker (annotate.folder.MARKER)
 
 # Tokens per second of the built-in model's stages on an idle 2-core VM (issue 12's
@@ -200,17 +200,25 @@ class _Paths:
     def times(self) -> Path:
         return self.out / "run.json"
 
+    @property
+    def control(self) -> Path:
+        from genesae_fast.controls import CONTROL_DIR
+
+        return self.out / CONTROL_DIR
+
 
 def _completion(p: _Paths) -> dict:
     """Stage -> is its output complete (so the stage is skipped)."""
     r, m = p.ann / "report.html", p.ann / SUMMARY
     return {"extract": _store_complete(p.store), "train": _sae_complete(p.sae), "annotate": m.is_file(),
+            "control": m.is_file() and (p.control / "annotate" / SUMMARY).is_file()
+            and '"control_untrained"' in m.read_text(),
             "report": r.is_file() and m.is_file() and r.stat().st_mtime >= m.stat().st_mtime}
 
 
 def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *, motifs=DEFAULT_MOTIFS,
                  quick=False, gff=None, threads=None, workers=None, seed=0, device=None, progress=True,
-                 settings: RunSettings | None = None, only=None, echo=print) -> dict:
+                 settings: RunSettings | None = None, only=None, echo=print, control_untrained=False) -> dict:
     """Run every stage into ``out``; returns the annotation summary plus stage times.
 
     Parameters
@@ -226,6 +234,7 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
     settings : sizes and training tokens (default ``RunSettings()`` or ``RunSettings.quick()``)
     only : run only these stages (names from ``STAGES``); the others are left as they are
     echo : where the plan and stage messages go
+    control_untrained : also run the untrained-LM control (``controls``) before the report
 
     Returns
     -------
@@ -249,8 +258,12 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
         "train": lambda: _train(paths, s, seed=seed, device=device, progress=progress),
         "annotate": lambda: _annotate(genome, paths, s, motifs=motifs, gff=gff, threads=int(threads or cores),
                                       seed=seed, progress=progress),
+        "control": lambda: _control(genome, model, paths, s, motifs=motifs, gff=gff, threads=int(threads or cores),
+                                    workers=workers, seed=seed, device=device, progress=progress, echo=echo),
         "report": lambda: _report(paths),
     }
+    if not control_untrained:
+        del stages["control"]
     if only is not None:
         unknown = sorted(set(only) - set(STAGES))
         if unknown:
@@ -307,6 +320,24 @@ def _annotate(genome, paths: _Paths, s: RunSettings, *, motifs, gff, threads, se
              progress=progress, overwrite=True)
 
 
+def _control(genome, model, paths: _Paths, s: RunSettings, *, echo, **kw):
+    """The untrained-LM control: the stages on a random copy of ``model`` at the main run's layer."""
+    from genesae_fast.controls import add_control_to_summary, untrained_model
+    from genesae_fast.store import ActivationStore
+
+    layer = ActivationStore.open(paths.store).attrs.get("layer")
+    sub = _Paths(paths.control)
+    model_dir = str(untrained_model(sub.out, model))
+    stages = {"extract": lambda: _extract(genome, model_dir, layer, sub, s, workers=kw["workers"], device=kw["device"],
+                                          progress=kw["progress"]),
+              "train": lambda: _train(sub, s, seed=kw["seed"], device=kw["device"], progress=kw["progress"]),
+              "annotate": lambda: _annotate(genome, sub, s, motifs=kw["motifs"], gff=kw["gff"], threads=kw["threads"],
+                                            seed=kw["seed"], progress=kw["progress"])}
+    plan = make_plan(sub.out, genome, s, kw["workers"], {})
+    _run_stages(stages, sub, plan, quick=False, echo=lambda m: echo(f"  control {m}"))
+    add_control_to_summary(paths.ann, sub.ann)
+
+
 def _report(paths: _Paths):
     from genesae_fast.annotate import write_report
 
@@ -333,6 +364,9 @@ def format_summary(summary: dict) -> str:
     st = summary.get("stage_seconds") or {}
     if st:
         lines.append("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()))
+    from genesae_fast.controls import control_lines
+
+    lines += control_lines(summary)
     lines.append(f"report: {summary.get('report')}")
     return "\n".join(lines)
 
