@@ -34,8 +34,10 @@ def lm() -> None:
 @click.option("--patience", type=click.IntRange(min=0), default=5, show_default=True,
               help="Stop after this many held-out checks without improvement (0: train the whole budget).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), default=None, show_default="all cores",
-              help="Data-parallel worker processes; their gradients are summed every step.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Data-parallel worker processes; their gradients are summed every step, so the batches do "
+                   "not depend on it.  [default: the cores not busy with other work (cores minus the load "
+                   "average), at least 1]")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="torch threads per worker (one is fastest on a shared machine).")
 def train(genome, out, minutes, steps, n_layers, d_model, context, batch_size, lr, eval_every, patience, seed,

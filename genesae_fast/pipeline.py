@@ -262,14 +262,7 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
                                     workers=workers, seed=seed, device=device, progress=progress, echo=echo),
         "report": lambda: _report(paths),
     }
-    if not control_untrained:
-        del stages["control"]
-    if only is not None:
-        unknown = sorted(set(only) - set(STAGES))
-        if unknown:
-            raise InputError(f"--stages {','.join(only)}: unknown stage {unknown[0]} (choose from {','.join(STAGES)})")
-        stages = {k: v for k, v in stages.items() if k in only}
-    _run_stages(stages, paths, plan, quick=quick, echo=echo)
+    _run_stages(_select_stages(stages, only, control_untrained), paths, plan, quick=quick, echo=echo)
     times = json.loads(paths.times.read_text()).get("stage_seconds", {}) if paths.times.is_file() else {}
     if not (paths.ann / SUMMARY).is_file():
         return {"stage_seconds": times}
@@ -277,6 +270,18 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
     summary["stage_seconds"] = times
     summary["report"] = str(paths.ann / "report.html")
     return summary
+
+
+def _select_stages(stages: dict, only, control_untrained: bool) -> dict:
+    """The stages to run: ``only`` (InputError for an unknown name), the control only when asked."""
+    if not control_untrained:
+        stages = {k: v for k, v in stages.items() if k != "control"}
+    if only is not None:
+        unknown = sorted(set(only) - set(STAGES))
+        if unknown:
+            raise InputError(f"--stages {','.join(only)}: unknown stage {unknown[0]} (choose from {','.join(STAGES)})")
+        stages = {k: v for k, v in stages.items() if k in only}
+    return stages
 
 
 def _run_stages(stages: dict, paths: _Paths, plan: Plan, *, quick: bool, echo) -> None:

@@ -315,3 +315,9 @@ def test_no_early_stop_without_patience(genome, tmp_path, monkeypatch):
 def test_bad_budget_options(genome, tmp_path):
     with pytest.raises(InputError, match="--patience"):
         lm_train.train_lm(genome, tmp_path / "x", **{**SMALL, "patience": -1})
+
+
+@pytest.mark.parametrize("cores, load, batch, expect", [(2, 0.0, 32, 2), (2, 0.4, 32, 2), (2, 0.6, 32, 1),
+                                                        (2, 11.7, 32, 1), (16, 3.2, 32, 13), (16, 0.0, 4, 4)])
+def test_default_workers_leave_busy_cores(cores, load, batch, expect):
+    assert lm_train.default_workers(batch, cores=cores, load=load) == expect

@@ -46,9 +46,17 @@ DEFAULT_EVAL_EVERY = 100
 DEFAULT_PATIENCE = 5
 
 
-def default_workers(batch_size: int) -> int:
-    """All cores, at most one worker per window of the batch."""
-    return max(1, min(os.cpu_count() or 1, int(batch_size)))
+def default_workers(batch_size: int, cores: int | None = None, load: float | None = None) -> int:
+    """The cores no other work keeps busy: ``cores`` minus the 1-minute load average
+    (rounded), at least 1, at most one worker per window of the batch.
+
+    Why not always all cores: workers meet every step, so each waits for the slowest; on a
+    2-core VM at load average 11.7, two workers ran 0.85x the steps/s of one
+    (benchmarks/bench_lm_train.py), while on a free machine each worker has its core.
+    """
+    cores = cores or os.cpu_count() or 1
+    load = os.getloadavg()[0] if load is None else load
+    return max(1, min(cores - int(round(load)), int(batch_size)))
 
 
 def train_lm(genome: str | os.PathLike, out: str | os.PathLike, *, minutes: float = 10.0, n_layers: int = 6,
@@ -72,8 +80,8 @@ def train_lm(genome: str | os.PathLike, out: str | os.PathLike, *, minutes: floa
     seed : int
         Initialisation and sampling seed.
     workers : int, optional
-        Data-parallel processes (default: all cores); the same seed and worker count give the
-        same weights when ``steps`` sets the schedule.
+        Data-parallel processes (default: :func:`default_workers`); the same seed and worker
+        count give the same weights when ``steps`` sets the schedule.
     threads : int
         torch threads per worker.
     steps : int, optional
