@@ -105,11 +105,13 @@ def train_lm(genome: str | os.PathLike, out: str | os.PathLike, *, minutes: floa
     settings = LMSettings(d_model, n_layers, context, data.genome_sha256, seed, batch_size, lr)
     budget = Budget(60.0 * minutes, steps, eval_every, patience, checkpoint_seconds)
     world = min(int(workers), batch_size) if workers else default_workers(batch_size)
+    if _cuda_available():
+        world = 1  # one process drives the GPU; worker processes are for CPU cores
     checkpoint = out / CHECKPOINT_FILE
     # an unfinished run must not look like a model: the marker comes back at the end
     (out / CONFIG_FILE).unlink(missing_ok=True)
     run_workers(world, _train_worker, (settings, checkpoint, data, budget, clock, progress), threads=threads)
-    trainer = LMTrainer(settings, checkpoint, patience=patience, device="cpu")
+    trainer = LMTrainer(settings, checkpoint, patience=patience)
     return _write_model(trainer, data, out, max_markov_order, run={
         "workers": world, "threads_per_worker": int(threads), "eval_every": eval_every, "patience": patience})
 
@@ -117,8 +119,14 @@ def train_lm(genome: str | os.PathLike, out: str | os.PathLike, *, minutes: floa
 def _train_worker(comm, settings: LMSettings, checkpoint: Path, data: LMData, budget: Budget, clock,
                   progress: bool) -> None:
     """One worker's whole run (``lm_parallel.run_workers`` calls it in every process)."""
-    trainer = LMTrainer(settings, checkpoint, clock=clock, comm=comm, patience=budget.patience, device="cpu")
+    trainer = LMTrainer(settings, checkpoint, clock=clock, comm=comm, patience=budget.patience)
     trainer.run(data.stream, data.val, budget, progress=progress)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _check_inputs(genome, out, minutes, n_layers, d_model, context) -> tuple[Path, Path]:
