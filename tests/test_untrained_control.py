@@ -104,3 +104,10 @@ def test_run_with_control_writes_it_and_reports_it(inputs):
     run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**tiny),
                  progress=False, echo=messages.append, workers=1, control_untrained=True)
     assert "[control] already complete, skipped" in messages and "[report] already complete, skipped" in messages
+
+
+def test_run_help_explains_the_control_default():
+    res = CliRunner().invoke(cli, ["run", "--help"])
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert "--control-untrained / --no-control-untrained" in text and "doubles the run time" in text
