@@ -273,8 +273,9 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
 
 
 def _select_stages(stages: dict, only, control_untrained: bool) -> dict:
-    """The stages to run: ``only`` (InputError for an unknown name), the control only when asked."""
-    if not control_untrained:
+    """The stages to run: ``only`` (InputError for an unknown name), the control only when asked
+    (``control_untrained`` or named in ``only``)."""
+    if not control_untrained and "control" not in (only or ()):
         stages = {k: v for k, v in stages.items() if k != "control"}
     if only is not None:
         unknown = sorted(set(only) - set(STAGES))
