@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("genesae_fast.cli.export", "export", "Write an SAE in SAELens' or sparsify's format."),
     "scan": ("genesae_fast.cli.scan", "scan", "TF motif hits (FIMO-identical) over a genome."),
     "kmers": ("genesae_fast.cli.kmers", "kmers", "Count k-mers (TSV)."),
-    "lm": ("genesae_fast.cli.lm", "lm", "The built-in gene language model (lm train)."),
+    "lm": ("genesae_fast.cli.lm", "lm", "The built-in gene language model (lm train, lm init)."),
     "info": ("genesae_fast.cli.info", "info", "Describe a FASTA file, store, SAE, LM or annotation folder."),
     "plant": ("genesae_fast.planted.__main__", "main", "Write a planted-motif control genome (sites, decoys)."),
 }

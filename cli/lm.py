@@ -1,4 +1,4 @@
-"""``genesae lm train``: train the built-in gene language model on a genome."""
+"""``genesae lm``: train the built-in gene language model on a genome, or write an untrained one."""
 from __future__ import annotations
 
 import click
@@ -17,27 +17,57 @@ def lm() -> None:
               help="Model folder (resumes if it holds a checkpoint); a valid --model afterwards.")
 @click.option("--minutes", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Wall-clock training budget in total, resumed time included.")
+@click.option("--steps", type=click.IntRange(min=0), default=None,
+              help="Stop after this many steps and lay the learning-rate schedule over them (then the same "
+                   "seed and --workers give the same weights).  [default: the schedule follows --minutes]")
 @click.option("--layers", "n_layers", type=click.IntRange(min=1, max=16), default=6, show_default=True,
               help="Blocks (block i has dilation 2^(i-1); receptive field 2^(i+1)-1 bp).")
 @click.option("--d-model", type=click.IntRange(min=4), default=48, show_default=True, help="Channels.")
 @click.option("--context", type=click.IntRange(min=2), default=512, show_default=True,
               help="Training window in bp.")
 @click.option("--batch", "batch_size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Windows per step.")
+              help="Windows per step (split over the workers).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3, show_default=True,
               help="Peak learning rate (AdamW, cosine over the budget).")
+@click.option("--eval-every", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Steps between held-out checks (first half of the held-out 5%); the best weights are kept.")
+@click.option("--patience", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Stop after this many held-out checks without improvement (0: train the whole budget).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch threads [default: auto, the faster of 1 and all cores, re-measured every 2 minutes].")
-def train(genome, out, minutes, n_layers, d_model, context, batch_size, lr, seed, threads) -> None:
-    """Train on GENOME with the last 5% of every record held out; write OUT/metrics.json
-    with held-out bits/bp beside the best order-k Markov model (k = 0..10)."""
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Data-parallel worker processes; their gradients are summed every step, so the batches do "
+                   "not depend on it.  [default: the cores not busy with other work (cores minus the load "
+                   "average), at least 1]")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torch threads per worker (one is fastest on a shared machine).")
+def train(genome, out, minutes, steps, n_layers, d_model, context, batch_size, lr, eval_every, patience, seed,
+          workers, threads) -> None:
+    """Train on GENOME with the last 5% of every record held out (its first half picks the
+    weights and the stopping step, its second half is the untouched test); write
+    OUT/metrics.json with held-out and test bits/bp beside the best order-k Markov model
+    (k = 0..10) and the held-out curve."""
     from genesae_fast.models.lm_train import train_lm
 
-    metrics = train_lm(genome, out, minutes=minutes, n_layers=n_layers, d_model=d_model, context=context,
-                       seed=seed, batch_size=batch_size, lr=lr, threads=threads)
+    metrics = train_lm(genome, out, minutes=minutes, steps=steps, n_layers=n_layers, d_model=d_model,
+                       context=context, seed=seed, batch_size=batch_size, lr=lr, eval_every=eval_every,
+                       patience=patience, workers=workers, threads=threads)
     click.echo(
-        f"held-out {metrics['heldout_bits_per_bp']:.4f} bits/bp; best Markov (order "
-        f"{metrics['markov_order']}) {metrics['markov_bits_per_bp']:.4f} bits/bp; "
-        f"{metrics['steps']} steps in {metrics['train_seconds']:.0f} s -> {out}"
+        f"held-out {metrics['heldout_bits_per_bp']:.4f} bits/bp, test half {metrics['test_bits_per_bp']:.4f}; "
+        f"best Markov (order {metrics['markov_order']}) {metrics['markov_bits_per_bp']:.4f} bits/bp; best of "
+        f"{metrics['steps']} steps: {metrics['best_step']} ({metrics['stop_reason']}), "
+        f"{metrics['train_seconds']:.0f} s on {metrics['workers']} workers -> {out}"
     )
+
+
+@lm.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--like", default="builtin", show_default=True,
+              help="'builtin' or a `genesae lm train` folder whose architecture to copy.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Initialisation seed.")
+def init(out, like, seed) -> None:
+    """Write a randomly initialised LM into OUT (same architecture as --like, no training):
+    a valid --model, the "learned nothing" control."""
+    from genesae_fast.models.untrained import write_untrained
+
+    write_untrained(out, like=like, seed=seed)
+    click.echo(f"untrained LM (seed {seed}) -> {out}")

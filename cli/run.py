@@ -24,8 +24,8 @@ from genesae_fast.cli.options import genome_option, strands_option, threads_opti
               help="SAE training tokens.  [default: one pass over the extracted tokens, at least 2M (several "
                    "passes on a small genome), at most 100M; 150k with --quick]")
 @click.option("--stages", default=None, metavar="LIST",
-              help="Run only these comma-separated stages (layers,extract,train,annotate,seeds,report), e.g. "
-                   "extract,train on a GPU machine and annotate elsewhere; extract brings the layer choice "
+              help="Run only these comma-separated stages (layers,extract,train,annotate,seeds,control,report), "
+                   "e.g. extract,train on a GPU machine and annotate elsewhere; extract brings the layer choice "
                    "along.  [default: all]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--seeds", type=click.IntRange(min=1, max=5), default=1, show_default=True,
@@ -38,11 +38,15 @@ from genesae_fast.cli.options import genome_option, strands_option, threads_opti
                         "features are pooled per base (max of the two) and motif concepts are also scored per "
                         "strand. auto: both for models that read one direction (the built-in one), forward for "
                         "bidirectional ones.")
+@click.option("--control-untrained/--no-control-untrained", default=False, show_default=True,
+              help="Also run a randomly initialised copy of the LM (same architecture, seed 0) through extract, "
+                   "train and annotate into OUT/controls/untrained/, as the report's reference line: what a model "
+                   "that learned nothing gives. Off by default because it doubles the run time (annotation "
+                   "dominates both runs). Built-in or `genesae lm train` models only.")
 @threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, seed, seeds, device, workers, strands,
-        threads,
-        quiet):
+        control_untrained, threads, quiet):
     """Extract activations, train a TopK SAE, annotate its features and write the HTML
     atlas, into OUT. Each stage is skipped when its output is complete, so rerunning after
     a crash continues.
@@ -64,7 +68,7 @@ def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, see
                            threads=threads, workers=workers, seed=seed, device=device, progress=not quiet,
                            strands=strands,
                            settings=settings, only=None if stages is None else [x.strip() for x in stages.split(",")],
-                           echo=lambda m: click.echo(m, err=True))
+                           echo=lambda m: click.echo(m, err=True), control_untrained=control_untrained)
     if "report" in summary:
         click.echo(format_summary(summary))
     else:

@@ -26,7 +26,7 @@ from pathlib import Path
 from genesae_fast.errors import InputError
 
 DEFAULT_MOTIFS = "jaspar2024:CORE:vertebrates"
-STAGES = ("layers", "extract", "train", "annotate", "seeds", "report")
+STAGES = ("layers", "extract", "train", "annotate", "seeds", "control", "report")
 SUMMARY = "summary.json"  # the annotation folder's completion marker (annotate.folder.MARKER)
 
 # Tokens per second of the built-in model's stages on an idle 2-core VM (issue 12's
@@ -234,6 +234,12 @@ class _Paths:
     def times(self) -> Path:
         return self.out / "run.json"
 
+    @property
+    def control(self) -> Path:
+        from genesae_fast.controls import CONTROL_DIR
+
+        return self.out / CONTROL_DIR
+
 
 def _completion(p: _Paths) -> dict:
     """Stage -> is its output complete (so the stage is skipped)."""
@@ -245,12 +251,15 @@ def _completion(p: _Paths) -> dict:
     extracted = _store_complete(p.store) and (p.strands != "both" or _store_complete(Path(rc_store_path(p.store))))
     return {"layers": (p.out / LAYERS_FILE).is_file(), "extract": extracted,
             "train": _sae_complete(p.sae), "annotate": m.is_file(), "seeds": (p.out / SEEDS_FILE).is_file(),
+            "control": m.is_file() and (p.control / "annotate" / SUMMARY).is_file()
+            and '"control_untrained"' in m.read_text(),
             "report": r.is_file() and m.is_file() and r.stat().st_mtime >= m.stat().st_mtime}
 
 
 def run_pipeline(out="genesae_run", genome=None, model="builtin", layer="auto", *, motifs=DEFAULT_MOTIFS,
                  quick=False, gff=None, threads=None, workers=None, seed=0, device=None, progress=True,
-                 settings: RunSettings | None = None, only=None, echo=print, strands="auto") -> dict:
+                 settings: RunSettings | None = None, only=None, echo=print, strands="auto",
+                 control_untrained=False) -> dict:
     """Run every stage into ``out``; returns the annotation summary plus stage times.
 
     Parameters
@@ -268,6 +277,7 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer="auto", 
     only : run only these stages (names from ``STAGES``); the others are left as they are
     echo : where the plan and stage messages go
     strands : "auto" (both for a model that reads one direction), "both" or "forward" (``genesae_fast.strands``)
+    control_untrained : also run the untrained-LM control (``controls``) before the report
 
     Returns
     -------
@@ -292,7 +302,7 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer="auto", 
     plan = make_plan(paths.out, genome, s, workers, _completion(paths), paths.strands, candidates=run.candidates())
     echo(plan.describe(model))
     run.plan = plan
-    _run_stages(_select_stages(run.stages(echo), only, s), paths, plan, quick=quick, echo=echo)
+    _run_stages(_select_stages(run.stages(echo), only, s, control_untrained), paths, plan, quick=quick, echo=echo)
     times = json.loads(paths.times.read_text()).get("stage_seconds", {}) if paths.times.is_file() else {}
     if not (paths.ann / SUMMARY).is_file():
         return {"stage_seconds": times}
@@ -303,11 +313,14 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer="auto", 
     return summary
 
 
-def _select_stages(stages: dict, only, s: RunSettings) -> dict:
-    """The stages to run: optional ones only when asked for (a layer choice, extra seeds), and
-    only those named in ``only`` (the layer choice goes with ``extract``, which needs it)."""
+def _select_stages(stages: dict, only, s: RunSettings, control_untrained: bool = False) -> dict:
+    """The stages to run: optional ones only when asked for (a layer choice, extra seeds, the
+    untrained-LM control: ``control_untrained`` or named in ``only``), and only those named in
+    ``only`` (the layer choice goes with ``extract``, which needs it)."""
     if s.seeds <= 1:
         stages.pop("seeds", None)
+    if not control_untrained and "control" not in (only or ()):
+        stages.pop("control", None)
     if only is None:
         return stages
     unknown = sorted(set(only) - set(STAGES))
@@ -382,6 +395,10 @@ class _Run:
             "annotate": lambda: _annotate(self.genome, p, s, motifs=o["motifs"], gff=o["gff"], threads=o["threads"],
                                           seed=o["seed"], progress=o["progress"], block=self.split_block()),
             "seeds": lambda: _seeds(self),
+            "control": lambda: _control(self.genome, self.model, p, s, motifs=o["motifs"], gff=o["gff"],
+                                        threads=o["threads"], workers=o["workers"], seed=o["seed"],
+                                        device=o["device"], progress=o["progress"], echo=echo,
+                                        block=self.split_block()),
             "report": lambda: _report(p),
         }
         if isinstance(self.spec, int):
@@ -486,6 +503,24 @@ def _annotate(genome, paths: _Paths, s: RunSettings, *, motifs, gff, threads, se
     _attach_extras(paths, s)
 
 
+def _control(genome, model, paths: _Paths, s: RunSettings, *, echo, **kw):
+    """The untrained-LM control: the stages on a random copy of ``model`` at the main run's layer."""
+    from genesae_fast.controls import add_control_to_summary, untrained_model
+    from genesae_fast.store import ActivationStore
+
+    layer = ActivationStore.open(paths.store).attrs.get("layer")
+    sub = _Paths(paths.control, paths.strands)
+    model_dir = str(untrained_model(sub.out, model))
+    stages = {"extract": lambda: _extract(genome, model_dir, layer, sub, s, workers=kw["workers"], device=kw["device"],
+                                          progress=kw["progress"]),
+              "train": lambda: _train(sub, s, seed=kw["seed"], device=kw["device"], progress=kw["progress"]),
+              "annotate": lambda: _annotate(genome, sub, s, motifs=kw["motifs"], gff=kw["gff"], threads=kw["threads"],
+                                            seed=kw["seed"], progress=kw["progress"], block=kw["block"])}
+    plan = make_plan(sub.out, genome, s, kw["workers"], {}, sub.strands)
+    _run_stages(stages, sub, plan, quick=False, echo=lambda m: echo(f"  control {m}"))
+    add_control_to_summary(paths.ann, sub.ann)
+
+
 def _report(paths: _Paths):
     from genesae_fast.annotate import write_report
 
@@ -518,6 +553,9 @@ def format_summary(summary: dict) -> str:
     st = summary.get("stage_seconds") or {}
     if st:
         lines.append("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()))
+    from genesae_fast.controls import control_lines
+
+    lines += control_lines(summary)
     lines.append(f"report: {summary.get('report')}")
     return "\n".join(lines)
 

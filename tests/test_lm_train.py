@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from genesae_fast.cli import cli
 from genesae_fast.errors import InputError
 from genesae_fast.models import describe, load_model
-from genesae_fast.models import lm_train
+from genesae_fast.models import lm_data, lm_loop, lm_train
 from genesae_fast.models.markov import Segment, best_markov, clean_run, fit_counts, score_bits
 from genesae_fast.sequences import Record, encode, write_fasta
 
@@ -101,7 +101,7 @@ def test_sample_batch_reverse_complements_half():
 
 # -- training ------------------------------------------------------------------------
 
-SMALL = dict(n_layers=2, d_model=8, context=64, batch_size=4, progress=False, max_markov_order=4)
+SMALL = dict(n_layers=2, d_model=8, context=64, batch_size=4, progress=False, max_markov_order=4, workers=1)
 
 
 class StepClock:
@@ -110,7 +110,7 @@ class StepClock:
 
     def __init__(self, monkeypatch, step_seconds: float, fail_on_call: int | None = None):
         self.now, self.calls = 0.0, 0
-        real_loss = lm_train.lm_loss
+        real_loss = lm_loop.lm_loss
 
         def timed_loss(*args):
             self.calls += 1
@@ -119,7 +119,7 @@ class StepClock:
             self.now += step_seconds
             return real_loss(*args)
 
-        monkeypatch.setattr(lm_train, "lm_loss", timed_loss)
+        monkeypatch.setattr(lm_loop, "lm_loss", timed_loss)
 
     def __call__(self) -> float:
         return self.now
@@ -219,3 +219,105 @@ def test_cli_lm_train(genome, tmp_path):
     res = runner.invoke(cli, ["lm", "train", "--genome", str(tmp_path / "none.fa"), "--out", str(out)])
     assert res.exit_code == 2 and "none.fa" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+# -- data-parallel workers, held-out checks, early stop ---------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), min_size=1, max_size=4), st.integers(1, 5))
+def test_shares_and_halves_tile_the_segments(bounds, world):
+    codes = np.zeros(200, np.uint8)
+    segs = [Segment(codes, min(a, b), max(a, b) + 1) for a, b in bounds]
+    for seg in segs:
+        pieces = [s for r in range(world) for s in lm_data.share_segments([seg], r, world)]
+        covered = [i for s in pieces for i in range(s.lo, s.hi)]
+        assert covered == list(range(seg.lo, seg.hi))  # in rank order, no gap, no overlap
+    val, test = lm_data.halve_segments(segs)
+    assert sum(s.hi - s.lo for s in val + test) == sum(s.hi - s.lo for s in segs)
+    assert all(s.hi > s.lo for s in val + test)
+
+
+def test_step_windows_depend_on_seed_and_step_only():
+    stream = np.asarray(encode("".join(np.random.default_rng(1).choice(list("ACGT"), 500))), dtype=np.int64)
+    a = lm_data.step_windows(stream, 6, 20, seed=3, step=7)
+    assert np.array_equal(a, lm_data.step_windows(stream, 6, 20, seed=3, step=7))
+    assert not np.array_equal(a, lm_data.step_windows(stream, 6, 20, seed=3, step=8))
+    assert not np.array_equal(a, lm_data.step_windows(stream, 6, 20, seed=4, step=7))
+
+
+def _weights(folder):
+    from safetensors.numpy import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_workers_same_seed_same_weights(genome, tmp_path):
+    """Two worker processes: the same seed and worker count give bit-identical weights and
+    held-out curve; one worker gives the same up to float rounding (the same global batches)."""
+    kw = {**SMALL, "steps": 6, "eval_every": 2, "minutes": 10.0}
+    runs = {name: lm_train.train_lm(genome, tmp_path / name, **{**kw, "workers": w})
+            for name, w in (("a", 2), ("b", 2), ("one", 1))}
+    wa, wb, w1 = (_weights(tmp_path / n) for n in ("a", "b", "one"))
+    assert runs["a"]["workers"] == 2 and runs["one"]["workers"] == 1
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    def curve(name):  # seconds are wall-clock; the rest must repeat exactly
+        return [(e["step"], e["val_bits_per_bp"], e["train_bits_per_bp"]) for e in runs[name]["eval_curve"]]
+
+    assert curve("a") == curve("b") and [e[0] for e in curve("a")] == [2, 4, 6]
+    for k in wa:
+        np.testing.assert_allclose(wa[k], w1[k], rtol=1e-3, atol=1e-5)
+    assert runs["a"]["val_bits_per_bp"] == pytest.approx(runs["one"]["val_bits_per_bp"], rel=1e-5)
+    assert not all(np.array_equal(wa[k], _weights_init(genome, tmp_path)[k]) for k in wa)  # it did train
+
+
+def _weights_init(genome, tmp_path):
+    lm_train.train_lm(genome, tmp_path / "zero", **{**SMALL, "steps": 0, "minutes": 1.0})
+    return _weights(tmp_path / "zero")
+
+
+def test_early_stop_keeps_the_best_weights(genome, tmp_path, monkeypatch):
+    """Scripted held-out bits 3, 2, 2.5, 2.6 with patience 2: training stops at step 4 and
+    the folder holds the weights of step 2."""
+    import torch
+
+    script = iter([3.0, 2.0, 2.5, 2.6, 1.0, 1.0])
+    monkeypatch.setattr(lm_loop.LMTrainer, "val_bits", lambda self, val: next(script))
+    seen = {}
+    real_step = lm_loop.LMTrainer.train_step
+
+    def recording_step(self, *args):
+        bits = real_step(self, *args)
+        seen[self.step] = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        return bits
+
+    monkeypatch.setattr(lm_loop.LMTrainer, "train_step", recording_step)
+    m = lm_train.train_lm(genome, tmp_path / "es", **{**SMALL, "minutes": 1.0, "eval_every": 1, "patience": 2},
+                          clock=StepClock(monkeypatch, 1.0))
+    assert (m["steps"], m["best_step"], m["stop_reason"], m["val_bits_per_bp"]) == (4, 2, "patience", 2.0)
+    assert [e["step"] for e in m["eval_curve"]] == [1, 2, 3, 4]
+    assert [e["val_bits_per_bp"] for e in m["eval_curve"]] == [3.0, 2.0, 2.5, 2.6]
+    saved = _weights(tmp_path / "es")
+    assert all(np.array_equal(saved[k], seen[2][k].numpy()) for k in saved)
+    assert not all(torch.equal(seen[2][k], seen[4][k]) for k in seen[2])
+    # the written metrics carry the curve; the test half is scored beside its Markov baseline
+    on_disk = json.loads((tmp_path / "es" / "metrics.json").read_text())
+    assert on_disk["eval_curve"] == m["eval_curve"] and on_disk["test_scored_bp"] > 0
+    assert math.isfinite(on_disk["markov_test_bits_per_bp"])
+
+
+def test_no_early_stop_without_patience(genome, tmp_path, monkeypatch):
+    monkeypatch.setattr(lm_loop.LMTrainer, "val_bits", lambda self, val: 2.0 + self.step)  # always worse
+    m = lm_train.train_lm(genome, tmp_path / "np", **{**SMALL, "steps": 5, "eval_every": 1, "patience": 0})
+    assert (m["steps"], m["best_step"], m["stop_reason"]) == (5, 1, "steps")
+
+
+def test_bad_budget_options(genome, tmp_path):
+    with pytest.raises(InputError, match="--patience"):
+        lm_train.train_lm(genome, tmp_path / "x", **{**SMALL, "patience": -1})
+
+
+@pytest.mark.parametrize("cores, load, batch, expect", [(2, 0.0, 32, 2), (2, 0.4, 32, 2), (2, 0.6, 32, 1),
+                                                        (2, 11.7, 32, 1), (16, 3.2, 32, 13), (16, 0.0, 4, 4)])
+def test_default_workers_leave_busy_cores(cores, load, batch, expect):
+    assert lm_train.default_workers(batch, cores=cores, load=load) == expect

@@ -357,6 +357,12 @@ def _stats_html(s: dict) -> str:
              ("concepts where the best SAE feature beats the best neuron", s.get("concepts_sae_beats_neuron"))]
     stats += strand_stats(s)
     stats += _run_extras(s)
+    control = s.get("control_untrained")
+    if control:  # the untrained-LM reference line (genesae run --control-untrained)
+        stats.append(("untrained-LM control: concepts with F1 ≥ 0.3, SAE / neurons",
+                      f"{control.get('concepts_sae_f1_ge_0.3')} / {control.get('concepts_neuron_f1_ge_0.3')}"))
+        stats += [(f"untrained-LM control: best {kind} concept F1", g.get("best_f1"))
+                  for kind, g in control.get("groups", {}).items()]
     return "".join(f"<div class='stat'><b>{_esc(_fmt(v))}</b><span>{_esc(k)}</span></div>" for k, v in stats)
 
 

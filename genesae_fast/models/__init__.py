@@ -110,8 +110,9 @@ def describe(path) -> dict:
             metrics = json.loads(metrics_file.read_text())
         except ValueError:
             metrics = {}
-        for key in ("heldout_bits_per_bp", "markov_bits_per_bp", "markov_order", "train_seconds",
-                    "steps", "genome", "genome_sha256"):
+        for key in ("heldout_bits_per_bp", "markov_bits_per_bp", "markov_order", "test_bits_per_bp",
+                    "markov_test_bits_per_bp", "train_seconds", "steps", "best_step", "stop_reason", "genome",
+                    "genome_sha256", "untrained"):
             if key in metrics:
                 out[key] = metrics[key]
     return out
