@@ -22,15 +22,19 @@ from genesae_fast.cli.options import genome_option, threads_option
               help="SAE training tokens.  [default: one pass over the extracted tokens, at least 2M (several "
                    "passes on a small genome), at most 100M; 150k with --quick]")
 @click.option("--stages", default=None, metavar="LIST",
-              help="Run only these comma-separated stages (extract,train,annotate,report), e.g. extract,train on "
+              help="Run only these comma-separated stages (extract,train,annotate,causal,report), e.g. extract,train on "
                    "a GPU machine and annotate elsewhere.  [default: all]")
+@click.option("--causal/--no-causal", "causal", default=None,
+              help="The causal stage (`genesae causal`: feature ablations at concept sites).  [default: on for "
+                   "the built-in model]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="torch device.  [default: cuda if available, else cpu]")
 @click.option("--workers", type=click.IntRange(min=1), default=None, show_default="all cores",
               help="Extraction worker processes on CPU (one torch thread each; the store is the same for any number).")
 @threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, seed, device, workers, threads, quiet):
+def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, causal, seed, device, workers, threads,
+        quiet):
     """Extract activations, train a TopK SAE, annotate its features and write the HTML
     atlas, into OUT. Each stage is skipped when its output is complete, so rerunning after
     a crash continues.
@@ -44,6 +48,7 @@ def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, see
     spec = None if motifs.lower() == "none" else motifs
     settings = RunSettings.quick() if quick else RunSettings()
     settings.train_tokens_override = train_tokens
+    settings.causal = causal
     summary = run_pipeline(out, genome=genome, model=model, layer=layer, motifs=spec, quick=quick, gff=gff,
                            threads=threads, workers=workers, seed=seed, device=device, progress=not quiet,
                            settings=settings, only=None if stages is None else [x.strip() for x in stages.split(",")],

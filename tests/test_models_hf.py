@@ -219,3 +219,32 @@ def test_bad_inputs(hf_models, tmp_path):
     with pytest.raises(InputError, match="--trust-remote-code") as info:
         load_model(str(remote))
     assert "\n" not in str(info.value)
+
+
+def test_next_base_logprobs_with_a_patched_layer(hf_models):
+    """A causal character-level checkpoint runs with a layer replaced through a hook: the
+    identity patch gives the unpatched log-probs exactly, a changed layer changes them, and
+    the four columns are the head's A/C/G/T logits renormalised."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = hf_models["char"]
+    ids = model.tokenize("ACGTTATAATNNACGGCA" * 3).token_ids[None]
+    clean = model.next_base_logprobs(ids)
+    lm = AutoModelForCausalLM.from_pretrained(model._folder, local_files_only=True).eval()
+    with torch.inference_mode():
+        logits = lm(input_ids=torch.as_tensor(ids)).logits[..., [model.tokenizer.get_vocab()[b] for b in "ACGT"]]
+    torch.testing.assert_close(clean, torch.log_softmax(logits, dim=-1), rtol=1e-5, atol=1e-6)
+    for layer in range(model.n_layers + 1):
+        assert torch.equal(model.next_base_logprobs(ids, layer=layer, replace=lambda h: h.clone()), clean)
+        seen = []
+
+        def zero(h, seen=seen):
+            seen.append(h.shape)
+            return h * 0
+
+        changed = model.next_base_logprobs(ids, layer=layer, replace=zero)
+        assert seen == [torch.Size([1, ids.shape[1], model.d_model])] and not torch.equal(changed, clean)
+    assert torch.equal(model.next_base_logprobs(ids), clean)  # hooks removed
+    with pytest.raises(InputError, match="character-level causal LM"):
+        hf_models["bpe"].next_base_logprobs(ids)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genesae_fast.annotate.report_causal import causal_section, read_causal
 from genesae_fast.errors import InputError
 
 _COLORS = {"A": "#2ca02c", "C": "#1f77b4", "G": "#ff9f0e", "T": "#d62728"}
@@ -179,7 +180,8 @@ def collect(ann_dir) -> dict:
                 t["context"][i], _quant(t["context_activation"][i], float(t["activation"][i]))])
     _add_windows(ann / "example_windows.parquet", examples)
     return {"summary": summary, "features": feats, "concepts": concepts, "logos": logos, "examples": examples,
-            "genes": read_genes(ann / "genes.bed"), "hits": read_motif_hits(ann / "motif_hits.bed", examples)}
+            "genes": read_genes(ann / "genes.bed"), "hits": read_motif_hits(ann / "motif_hits.bed", examples),
+            "causal": read_causal(ann)}
 
 
 def read_genes(path: Path) -> dict:
@@ -373,7 +375,7 @@ def build_html(data: dict, sae_dir=None) -> str:
                          "genes": _genes_near_examples(data), "lens": lens, "qlevel": level})
     head = "".join(f"<th data-type='{t}' title='sort'>{_esc(label)}</th>" for _, label, t in TABLE_COLUMNS)
     title = f"genesae atlas: {Path(str(s.get('sae', ''))).name or 'SAE'}"
-    return _PAGE.format(title=_esc(title), stats=_stats_html(s), figs="".join(_summary_figures(data, sae_dir)), head=head,
+    return _PAGE.format(title=_esc(title), stats=_stats_html(s), figs="".join(_summary_figures(data, sae_dir)) + causal_section(data.get("causal")), head=head,
                         payload=payload, igv=igv_payload(),
                         prov=_esc(f"store {s.get('store', '')} | SAE {s.get('sae', '')} | genome {s.get('genome', '')} | "
                                   f"layer {s.get('layer', '')} | held-out split blocks {s.get('split_block_bp', '')} bp"),
