@@ -184,6 +184,23 @@ def test_a_feature_that_alone_carries_a_planted_signal_is_specific():
     assert decoy["delta_site"] == 0 and math.isnan(decoy["ratio_random"])
 
 
+def test_held_out_sites_are_in_the_evaluate_split_and_long_hits_are_cut():
+    from genesae_fast.causal.sites import MAX_SITE_BP
+
+    g = _genome([50_000, 30_000])
+    rng = np.random.default_rng(0)
+    start = np.sort(rng.choice(np.arange(0, 79_750, 250), 300, replace=False)).astype(np.int64)
+    end = start + rng.integers(1, 250, 300)  # disjoint hits, none across the record boundary
+    sites = held_out_sites(start, end, g, 5000, 120, np.random.default_rng(1))
+    assert len(sites) == 120
+    owner = np.searchsorted(start, sites.start, side="right") - 1  # the hit each stretch came from
+    assert np.all((start[owner] // 5000) % 2 == 1)
+    assert np.all(sites.end <= end[owner]) and np.all(sites.end - sites.start <= MAX_SITE_BP)
+    full = end[owner] - start[owner]
+    np.testing.assert_array_equal(sites.end - sites.start, np.minimum(full, MAX_SITE_BP))
+    np.testing.assert_array_equal(sites.record_start, np.where(sites.start >= 50_000, 50_000, 0))
+
+
 # -- statistics -------------------------------------------------------------------------
 
 def test_ratio_rules():
@@ -302,3 +319,23 @@ def test_causal_cli_errors(small_run, tmp_path):
     assert r.exit_code == 2 and "--pairs" in r.output
     r = CliRunner().invoke(cli, ["causal", str(small_run[0]), "--sites", "1"])
     assert r.exit_code == 2 and "--sites" in r.output
+
+
+def test_an_interrupted_causal_run_leaves_no_table(small_run, monkeypatch):
+    import genesae_fast.causal.stage as stage
+    from genesae_fast.causal import run_causal
+
+    out, _ = small_run
+    path = out / "annotate" / "causal.tsv"
+    path.unlink()
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage, "measure_pair", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run_causal(out, n_pairs=2, max_sites=10, progress=False)
+    assert not path.exists() and not list(path.parent.glob("*causal*"))
+    monkeypatch.undo()
+    run_causal(out, n_pairs=2, max_sites=10, progress=False)
+    assert path.is_file()

@@ -248,3 +248,25 @@ def test_next_base_logprobs_with_a_patched_layer(hf_models):
     assert torch.equal(model.next_base_logprobs(ids), clean)  # hooks removed
     with pytest.raises(InputError, match="character-level causal LM"):
         hf_models["bpe"].next_base_logprobs(ids)
+
+
+def test_causal_window_scores_with_a_hf_model(hf_models):
+    """Sites whose window reaches back to the record start score as a whole-record pass does;
+    windows are cut to the model's length limit; a site longer than it is refused."""
+    from genesae_fast.causal import SiteSet, score_sites
+
+    model = hf_models["char"]
+    codes = np.random.default_rng(0).integers(0, 4, 90).astype(np.uint8)
+    lookup = model.tokenize("ACGTN").token_ids
+    lp = model.next_base_logprobs(lookup[codes.astype(np.int64)][None])[0].double().numpy()
+    per_base = np.concatenate([[0.0], -lp[np.arange(89), codes[1:]] / np.log(2)])
+    start, end = np.array([0, 5, 30, 60]), np.array([3, 12, 40, 90])
+    got = score_sites(model, codes, SiteSet(start, end, np.zeros(4, np.int64)))
+    ref = [per_base[s:e].sum() for s, e in zip(start, end)]
+    np.testing.assert_allclose(got.bits, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got.n_bases, [2, 7, 10, 30])
+    long = np.random.default_rng(1).integers(0, 4, 300).astype(np.uint8)
+    cut = score_sites(model, long, SiteSet(np.array([250]), np.array([260]), np.array([0])))
+    assert cut.n_bases[0] == 10 and np.isfinite(cut.bits[0])  # window [164, 260): 96 tokens
+    with pytest.raises(InputError, match="longer than the model's window"):
+        score_sites(model, long, SiteSet(np.array([0]), np.array([200]), np.array([0])))

@@ -3,8 +3,10 @@
 Only short windows are run: a site ``[s, e)`` is scored from the window ``[s - context, e)``
 (cut at the start of its record). For the built-in CNN ``context`` is its receptive field,
 so every score equals that of one pass over the whole record; models without a finite
-receptive field (attention) see ``context`` bases of left context only. Windows of equal
-shape go through the model together, so no padding ever changes a result.
+receptive field (attention) see ``context`` bases of left context only (fewer where the
+model's ``max_window`` is shorter; a site longer than it is an InputError). Windows with the same
+left context go through the model together, padded on the right (a causal model's column t
+never reads a later base, so padding changes no score).
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from genesae_fast.errors import InputError
 
 # left context given to models whose predictions depend on the whole window (HF models)
 DEFAULT_CONTEXT = 256
@@ -119,31 +123,41 @@ def score_sites(model, codes: np.ndarray, sites: SiteSet, *, layer: int | None =
     n_bases = np.zeros(n, np.int64)
     fired = np.zeros(n, bool)
     w0 = np.maximum(sites.record_start, sites.start - ctx)
-    shape = np.stack([sites.end - w0, sites.end - sites.start], axis=1) if n else np.zeros((0, 2), np.int64)
-    for key in np.unique(shape, axis=0):
-        group = np.flatnonzero((shape == key).all(axis=1))
+    limit = getattr(model, "max_window", None)
+    if limit is not None and n:
+        if int((sites.end - sites.start).max()) > limit:
+            raise InputError(f"{model.name}: a site of {int((sites.end - sites.start).max())} bases is longer than "
+                             f"the model's window ({limit} tokens)")
+        w0 = np.maximum(w0, sites.end - limit)  # less left context where the window would be too long
+    lead = sites.start - w0
+    for key in np.unique(lead):
+        # equal left context, so every window's site starts at the same column; windows are
+        # padded on the right only, which a causal model never reads back; similar lengths together
+        group = np.flatnonzero(lead == key)
+        group = group[np.argsort(sites.end[group] - sites.start[group], kind="stable")]
         for a in range(0, group.shape[0], BATCH):
             rows = group[a:a + BATCH]
-            b, c, f = _score_group(model, codes, lookup, w0[rows], int(key[0]), int(key[1]), layer, replace)
+            b, c, f = _score_batch(model, codes, lookup, w0[rows], sites.end[rows] - w0[rows], int(key), layer, replace)
             bits[rows], n_bases[rows], fired[rows] = b, c, f
     return Scores(bits, n_bases, fired)
 
 
-def _score_group(model, codes, lookup, w0, width: int, site_len: int, layer, replace):
-    """Bits, scored bases and firing of windows ``[w0, w0 + width)`` whose last ``site_len`` bases are the site."""
+def _score_batch(model, codes, lookup, w0, width, lead: int, layer, replace):
+    """Bits, scored bases and firing of windows ``[w0, w0 + width)`` whose bases from column
+    ``lead`` on are the site (right-padded with N to the longest)."""
     import torch
 
-    win = codes[w0[:, None] + np.arange(width)[None, :]].astype(np.int64)
+    cols = np.arange(int(width.max()))
+    inside = cols[None, :] < width[:, None]
+    win = np.where(inside, codes[np.minimum(w0[:, None] + cols[None, :], codes.shape[0] - 1)], 4).astype(np.int64)
     logp = model.next_base_logprobs(lookup[win], layer=layer, replace=replace)
-    first = width - site_len
-    # column t predicts base t + 1: the site's bases are predicted by columns first-1 .. width-2
-    cols = np.arange(max(first, 1), width)
-    target = torch.as_tensor(np.minimum(win[:, cols], 3), device=logp.device)
-    lp = torch.gather(logp[:, cols - 1, :], 2, target[..., None])[..., 0].double().cpu().numpy()
-    valid = win[:, cols] < 4
-    bits = -(lp * valid).sum(axis=1) / math.log(2)
+    # column t predicts base t + 1; site bases are columns >= lead (and >= 1: a record's first base has no context)
+    target = torch.as_tensor(np.minimum(win[:, 1:], 3), device=logp.device)
+    lp = torch.gather(logp[:, :-1, :], 2, target[..., None])[..., 0].double().cpu().numpy()
+    scored = inside[:, 1:] & (win[:, 1:] < 4) & (cols[None, 1:] >= lead)
+    bits = -(lp * scored).sum(axis=1) / math.log(2)
     fired = np.zeros(w0.shape[0], bool)
     mask = getattr(replace, "fired", None)
     if mask is not None:
-        fired = np.asarray(mask)[:, first:].any(axis=1)
-    return bits, valid.sum(axis=1), fired
+        fired = (np.asarray(mask) & inside & (cols[None, :] >= lead)).any(axis=1)
+    return bits, scored.sum(axis=1), fired

@@ -19,6 +19,9 @@ from genesae_fast.errors import InputError
 
 # tries of the rejection sampler that places random intervals
 _MAX_DRAWS = 1000
+# longest stretch scored per site: a longer hit (a gene, an intergenic run) is represented by
+# a random stretch of this length inside it, so every window stays receptive field + 64 bp
+MAX_SITE_BP = 64
 
 
 @dataclass
@@ -93,7 +96,8 @@ def motif_hits(bed: dict, pair: Pair) -> tuple[np.ndarray, np.ndarray]:
 
 
 def held_out_sites(start, end, genome, block: int, max_sites: int, rng) -> SiteSet:
-    """Hits whose first base lies in the held-out split, at most ``max_sites`` (a random subset).
+    """Hits whose first base lies in the held-out split, at most ``max_sites`` (a random subset);
+    a hit longer than ``MAX_SITE_BP`` is cut to a random stretch of that length inside it.
 
     ``genome`` is an :class:`genesae_fast.annotate.core.Genome`; hits are global coordinates.
     """
@@ -105,6 +109,10 @@ def held_out_sites(start, end, genome, block: int, max_sites: int, rng) -> SiteS
     if start.shape[0] > max_sites:
         pick = np.sort(rng.choice(start.shape[0], size=max_sites, replace=False))
         start, end = start[pick], end[pick]
+    long = end - start > MAX_SITE_BP
+    start = start.copy()
+    start[long] += rng.integers(0, end[long] - start[long] - MAX_SITE_BP + 1)
+    end = np.where(long, start + MAX_SITE_BP, end)
     return SiteSet(start, end, record_starts(genome, start))
 
 
