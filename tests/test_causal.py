@@ -288,6 +288,11 @@ def test_run_has_a_causal_stage_before_the_report(small_run):
         assert lo <= est <= hi
     page = (out / "annotate" / "report.html").read_text()
     assert "Causal evidence" in page and table["concept"][0] in page
+    from genesae_fast.annotate.folder import describe
+    from genesae_fast.pipeline import format_summary
+
+    assert f"of {len(table['concept'])} (feature, concept) pairs specific" in format_summary(summary)
+    assert describe(out / "annotate")["causal_pairs_tested"] == len(table["concept"])
 
 
 def test_causal_cli_reruns_with_its_options_and_is_deterministic(small_run):

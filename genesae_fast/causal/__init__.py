@@ -27,7 +27,8 @@ a feature that never fires outside sites changes nothing there), NA when both ar
 95% intervals: percentile bootstrap (1000 resamples) over sites, with the random intervals
 resampled independently (:mod:`genesae_fast.causal.stats`).
 
-Only windows around the sites are run (``[s - context, e)``, context = the built-in CNN's
+A site longer than 64 bp (a gene, an intergenic run) is scored on a random 64 bp stretch
+inside it. Only windows around the sites are run (``[s - context, e)``, context = the built-in CNN's
 receptive field, so each score equals a whole-record pass exactly; :mod:`.measure`). The
 activations come from the forward (+ strand) pass only: when the run also has a reverse-
 complement pass, a feature chosen for a - strand concept is tested on the + strand reading.
