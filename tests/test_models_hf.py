@@ -270,3 +270,34 @@ def test_causal_window_scores_with_a_hf_model(hf_models):
     assert cut.n_bases[0] == 10 and np.isfinite(cut.bits[0])  # window [164, 260): 96 tokens
     with pytest.raises(InputError, match="longer than the model's window"):
         score_sites(model, long, SiteSet(np.array([0]), np.array([200]), np.array([0])))
+
+
+def test_causal_stage_runs_with_a_hf_checkpoint(tmp_path):
+    """`genesae run --causal` with a character-level causal checkpoint: the stage runs
+    through the HF patch (tiny random model: only the table's shape is checked)."""
+    from genesae_fast.annotate.folder import read_tsv
+    from genesae_fast.causal import COLUMNS
+    from genesae_fast.data import genome_path
+    from genesae_fast.motifs import load_motifs, write_meme
+    from genesae_fast.pipeline import RunSettings, run_pipeline
+    from genesae_fast.sequences import read_fasta, write_fasta
+
+    build_char(tmp_path / "m")
+    rec = read_fasta(genome_path())[0]
+    write_fasta([(rec.name, rec.sequence[:8000])], tmp_path / "g.fa")
+    write_meme(load_motifs()[:4], tmp_path / "m.meme")
+    settings = RunSettings(expansion=2, k=4, batch=256, min_train_tokens=5000, max_train_tokens=5000, causal=True,
+                           causal_pairs=3, causal_sites=20)
+    messages = []
+    out = run_pipeline(tmp_path / "out", genome=str(tmp_path / "g.fa"), model=str(tmp_path / "m"), layer=1,
+                       motifs=str(tmp_path / "m.meme"), settings=settings, progress=False, workers=1,
+                       echo=messages.append)
+    assert "[causal] ..." in messages and out["causal_layer"] == 1
+    table = read_tsv(tmp_path / "out" / "annotate" / "causal.tsv")
+    assert list(table) == list(COLUMNS) and len(table["concept"]) == out["causal_pairs_tested"] >= 1
+    settings.causal = None  # by default only the built-in model gets the stage
+    (tmp_path / "out" / "annotate" / "causal.tsv").unlink()
+    messages.clear()
+    run_pipeline(tmp_path / "out", genome=str(tmp_path / "g.fa"), model=str(tmp_path / "m"), layer=1,
+                 motifs=str(tmp_path / "m.meme"), settings=settings, progress=False, workers=1, echo=messages.append)
+    assert not any("causal" in m for m in messages[1:])
