@@ -26,7 +26,7 @@ from genesae_fast.cli.options import genome_option, threads_option
                    "a GPU machine and annotate elsewhere.  [default: all]")
 @click.option("--causal/--no-causal", "causal", default=None,
               help="The causal stage (`genesae causal`: feature ablations at concept sites).  [default: on for "
-                   "the built-in model]")
+                   "the built-in model and `genesae lm train` folders]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="torch device.  [default: cuda if available, else cpu]")
 @click.option("--workers", type=click.IntRange(min=1), default=None, show_default="all cores",

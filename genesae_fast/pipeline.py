@@ -256,7 +256,7 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer=None, *,
         "causal": lambda: _causal(paths, s, seed=seed, device=device, progress=progress),
         "report": lambda: _report(paths),
     }
-    if not (s.causal if s.causal is not None else model == "builtin"):
+    if not (s.causal if s.causal is not None else _builtin_family(model)):
         del stages["causal"]  # other models: only where asked (`genesae causal` or settings.causal)
     if only is not None:
         unknown = sorted(set(only) - set(STAGES))
@@ -312,6 +312,11 @@ def _annotate(genome, paths: _Paths, s: RunSettings, *, motifs, gff, threads, se
     cfg = Config(neurons=s.neurons, threads=threads, seed=seed)
     annotate(paths.store, paths.sae, paths.ann, genome=genome, motifs=motifs or None, gff=gff, cfg=cfg,
              progress=progress, overwrite=True)
+
+
+def _builtin_family(model) -> bool:
+    """The built-in model or a `genesae lm train` folder (the CNN the causal stage runs by default)."""
+    return str(model) == "builtin" or (Path(str(model)) / "lm_config.json").is_file()
 
 
 def _causal(paths: _Paths, s: RunSettings, *, seed, device, progress):

@@ -344,3 +344,11 @@ def test_an_interrupted_causal_run_leaves_no_table(small_run, monkeypatch):
     monkeypatch.undo()
     run_causal(out, n_pairs=2, max_sites=10, progress=False)
     assert path.is_file()
+
+
+def test_the_stage_is_on_by_default_for_the_builtin_family_only(tmp_path):
+    from genesae_fast.models import builtin_path
+    from genesae_fast.pipeline import _builtin_family
+
+    assert _builtin_family("builtin") and _builtin_family(builtin_path())
+    assert not _builtin_family(tmp_path) and not _builtin_family(tmp_path / "missing")
