@@ -35,7 +35,8 @@ complement pass, a feature chosen for a - strand concept is tested on the + stra
 
 ``causal.tsv`` columns (one row per pair; bits per base):
 
-``concept, kind, strand`` the concept (``strand``: the concept row's strand, else ``both``);
+``concept, kind, strand`` the concept (``strand``: the concept row's strand, else ``both`` for
+a motif, whose hits on both strands are pooled, and empty for gene concepts, named by strand);
 ``feature, f1`` the SAE feature and its held-out F1; ``n_sites, n_bases`` held-out sites
 tested and their scored bases; ``n_random`` random intervals; ``site_fire_frac,
 random_fire_frac`` fraction of sites / random intervals where f fires on one of its bases;

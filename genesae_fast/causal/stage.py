@@ -114,7 +114,7 @@ def measure_pair(model, sae, codes, layer: int, pair: Pair, sites, rand, g: int,
     eff = effect(base.n_bases, abl.bits - base.bits, d_g, r0.n_bases, r1.bits - r0.bits, seed=seed)
     nb = int(base.n_bases.sum())
     return {
-        "concept": pair.concept, "kind": pair.kind, "strand": pair.strand or "both", "feature": pair.feature,
+        "concept": pair.concept, "kind": pair.kind, "strand": pair.strand or ("both" if pair.kind == "motif" else ""), "feature": pair.feature,
         "f1": pair.f1, "n_sites": len(sites), "n_bases": nb, "n_random": len(rand),
         "site_fire_frac": float(abl.fired.mean()) if len(sites) else float("nan"),
         "random_fire_frac": float(r1.fired.mean()) if len(rand) else float("nan"),
