@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("genesae_fast.cli.train", "train", "Train a TopK sparse autoencoder on a store."),
     "annotate": ("genesae_fast.cli.annotate", "annotate", "Label SAE features with motifs, gene structure, k-mers."),
     "report": ("genesae_fast.cli.report", "report", "Self-contained HTML atlas of an annotation folder."),
+    "causal": ("genesae_fast.cli.causal", "causal", "Ablate SAE features in the LM: effect at concept sites vs controls."),
     "export": ("genesae_fast.cli.export", "export", "Write an SAE in SAELens' or sparsify's format."),
     "scan": ("genesae_fast.cli.scan", "scan", "TF motif hits (FIMO-identical) over a genome."),
     "kmers": ("genesae_fast.cli.kmers", "kmers", "Count k-mers (TSV)."),

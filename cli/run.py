@@ -24,9 +24,12 @@ from genesae_fast.cli.options import genome_option, strands_option, threads_opti
               help="SAE training tokens.  [default: one pass over the extracted tokens, at least 2M (several "
                    "passes on a small genome), at most 100M; 150k with --quick]")
 @click.option("--stages", default=None, metavar="LIST",
-              help="Run only these comma-separated stages (layers,extract,train,annotate,seeds,control,report), "
-                   "e.g. extract,train on a GPU machine and annotate elsewhere; extract brings the layer choice "
-                   "along.  [default: all]")
+              help="Run only these comma-separated stages (layers,extract,train,annotate,causal,seeds,control,"
+                   "report), e.g. extract,train on a GPU machine and annotate elsewhere; extract brings the layer "
+                   "choice along.  [default: all]")
+@click.option("--causal/--no-causal", "causal", default=None,
+              help="The causal stage (`genesae causal`: feature ablations at concept sites).  [default: on for "
+                   "the built-in model and `genesae lm train` folders]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--seeds", type=click.IntRange(min=1, max=5), default=1, show_default=True,
               help="SAE seeds: 2 or 3 also train and annotate seed+1.. and report the spread of each concept's "
@@ -45,8 +48,8 @@ from genesae_fast.cli.options import genome_option, strands_option, threads_opti
                    "dominates both runs). Built-in or `genesae lm train` models only.")
 @threads_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, seed, seeds, device, workers, strands,
-        control_untrained, threads, quiet):
+def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, causal, seed, seeds, device, workers,
+        strands, control_untrained, threads, quiet):
     """Extract activations, train a TopK SAE, annotate its features and write the HTML
     atlas, into OUT. Each stage is skipped when its output is complete, so rerunning after
     a crash continues.
@@ -64,6 +67,7 @@ def run(genome, model, layer, motifs, gff, out, quick, train_tokens, stages, see
     settings = RunSettings.quick() if quick else RunSettings()
     settings.train_tokens_override = train_tokens
     settings.seeds = seeds
+    settings.causal = causal
     summary = run_pipeline(out, genome=genome, model=model, layer=layer, motifs=spec, quick=quick, gff=gff,
                            threads=threads, workers=workers, seed=seed, device=device, progress=not quiet,
                            strands=strands,

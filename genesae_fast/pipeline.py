@@ -26,7 +26,7 @@ from pathlib import Path
 from genesae_fast.errors import InputError
 
 DEFAULT_MOTIFS = "jaspar2024:CORE:vertebrates"
-STAGES = ("layers", "extract", "train", "annotate", "seeds", "control", "report")
+STAGES = ("layers", "extract", "train", "annotate", "causal", "seeds", "control", "report")
 SUMMARY = "summary.json"  # the annotation folder's completion marker (annotate.folder.MARKER)
 
 # Tokens per second of the built-in model's stages on an idle 2-core VM (issue 12's
@@ -59,13 +59,17 @@ class RunSettings:
     seeds: int = 1                  # SAE seeds; more than 1 adds seeds.tsv (spread of held-out F1)
     choice_bp: int = 300_000        # --layer auto: select-split bases the layers are compared on
     choice_tokens: int = 300_000    # --layer auto: SAE training tokens per candidate layer
+    causal: bool | None = None      # the causal stage: None = on for the built-in model only
+    causal_pairs: int = 20          # (feature, concept) pairs it tests (bounds its time)
+    causal_sites: int = 200         # held-out sites per pair
 
     @classmethod
     def quick(cls) -> "RunSettings":
         """A 250 kbp slice (about 230 genes) and a small SAE trained on 150k tokens: one to two
         minutes on 2 CPU cores."""
         return cls(max_tokens=250_000, expansion=8, k=8, batch=1024, min_train_tokens=150_000,
-                   max_train_tokens=150_000, choice_bp=60_000, choice_tokens=60_000)
+                   max_train_tokens=150_000, choice_bp=60_000, choice_tokens=60_000, causal_pairs=10,
+                   causal_sites=100)
 
     def train_tokens(self, rows: int) -> int:
         """Training tokens for a store of ``rows`` tokens."""
@@ -252,7 +256,7 @@ def _completion(p: _Paths) -> dict:
     return {"layers": (p.out / LAYERS_FILE).is_file(), "extract": extracted,
             "train": _sae_complete(p.sae), "annotate": m.is_file(), "seeds": (p.out / SEEDS_FILE).is_file(),
             "control": m.is_file() and (p.control / "annotate" / SUMMARY).is_file()
-            and '"control_untrained"' in m.read_text(),
+            and '"control_untrained"' in m.read_text(), "causal": (p.ann / "causal.tsv").is_file(),
             "report": r.is_file() and m.is_file() and r.stat().st_mtime >= m.stat().st_mtime}
 
 
@@ -394,6 +398,7 @@ class _Run:
             "train": lambda: _train(p, s, seed=o["seed"], device=o["device"], progress=o["progress"]),
             "annotate": lambda: _annotate(self.genome, p, s, motifs=o["motifs"], gff=o["gff"], threads=o["threads"],
                                           seed=o["seed"], progress=o["progress"], block=self.split_block()),
+            "causal": lambda: _causal(p, s, seed=o["seed"], device=o["device"], progress=o["progress"]),
             "seeds": lambda: _seeds(self),
             "control": lambda: _control(self.genome, self.model, p, s, motifs=o["motifs"], gff=o["gff"],
                                         threads=o["threads"], workers=o["workers"], seed=o["seed"],
@@ -403,6 +408,8 @@ class _Run:
         }
         if isinstance(self.spec, int):
             del stages["layers"]
+        if not (s.causal if s.causal is not None else _builtin_family(self.model)):
+            del stages["causal"]  # other models: only where asked (`genesae causal` or settings.causal)
         return stages
 
 
@@ -521,6 +528,18 @@ def _control(genome, model, paths: _Paths, s: RunSettings, *, echo, **kw):
     add_control_to_summary(paths.ann, sub.ann)
 
 
+def _builtin_family(model) -> bool:
+    """The built-in model or a `genesae lm train` folder (the CNN the causal stage runs by default)."""
+    return str(model) == "builtin" or (Path(str(model)) / "lm_config.json").is_file()
+
+
+def _causal(paths: _Paths, s: RunSettings, *, seed, device, progress):
+    from genesae_fast.causal import run_causal
+
+    run_causal(paths.out, n_pairs=s.causal_pairs, max_sites=s.causal_sites, seed=seed, device=device,
+               progress=progress)
+
+
 def _report(paths: _Paths):
     from genesae_fast.annotate import write_report
 
@@ -550,6 +569,10 @@ def format_summary(summary: dict) -> str:
         for b in best[:10]:
             lines.append(f"  feature {b['feature']:>5}  {b['concept']:<34} F1 {b['f1']:.3f}  q {b['qvalue']:.2g}")
     lines += _extra_lines(summary)
+    if "causal_pairs_tested" in summary:
+        lines.append(f"causal evidence: {summary['causal_pairs_specific']} of {summary['causal_pairs_tested']} "
+                     "(feature, concept) pairs specific (ablation raises LM bits at the sites more than at random "
+                     "positions and more than a random feature; both 95% CIs above 1), annotate/causal.tsv")
     st = summary.get("stage_seconds") or {}
     if st:
         lines.append("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()))

@@ -219,3 +219,85 @@ def test_bad_inputs(hf_models, tmp_path):
     with pytest.raises(InputError, match="--trust-remote-code") as info:
         load_model(str(remote))
     assert "\n" not in str(info.value)
+
+
+def test_next_base_logprobs_with_a_patched_layer(hf_models):
+    """A causal character-level checkpoint runs with a layer replaced through a hook: the
+    identity patch gives the unpatched log-probs exactly, a changed layer changes them, and
+    the four columns are the head's A/C/G/T logits renormalised."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = hf_models["char"]
+    ids = model.tokenize("ACGTTATAATNNACGGCA" * 3).token_ids[None]
+    clean = model.next_base_logprobs(ids)
+    lm = AutoModelForCausalLM.from_pretrained(model._folder, local_files_only=True).eval()
+    with torch.inference_mode():
+        logits = lm(input_ids=torch.as_tensor(ids)).logits[..., [model.tokenizer.get_vocab()[b] for b in "ACGT"]]
+    torch.testing.assert_close(clean, torch.log_softmax(logits, dim=-1), rtol=1e-5, atol=1e-6)
+    for layer in range(model.n_layers + 1):
+        assert torch.equal(model.next_base_logprobs(ids, layer=layer, replace=lambda h: h.clone()), clean)
+        seen = []
+
+        def zero(h, seen=seen):
+            seen.append(h.shape)
+            return h * 0
+
+        changed = model.next_base_logprobs(ids, layer=layer, replace=zero)
+        assert seen == [torch.Size([1, ids.shape[1], model.d_model])] and not torch.equal(changed, clean)
+    assert torch.equal(model.next_base_logprobs(ids), clean)  # hooks removed
+    with pytest.raises(InputError, match="character-level causal LM"):
+        hf_models["bpe"].next_base_logprobs(ids)
+
+
+def test_causal_window_scores_with_a_hf_model(hf_models):
+    """Sites whose window reaches back to the record start score as a whole-record pass does;
+    windows are cut to the model's length limit; a site longer than it is refused."""
+    from genesae_fast.causal import SiteSet, score_sites
+
+    model = hf_models["char"]
+    codes = np.random.default_rng(0).integers(0, 4, 90).astype(np.uint8)
+    lookup = model.tokenize("ACGTN").token_ids
+    lp = model.next_base_logprobs(lookup[codes.astype(np.int64)][None])[0].double().numpy()
+    per_base = np.concatenate([[0.0], -lp[np.arange(89), codes[1:]] / np.log(2)])
+    start, end = np.array([0, 5, 30, 60]), np.array([3, 12, 40, 90])
+    got = score_sites(model, codes, SiteSet(start, end, np.zeros(4, np.int64)))
+    ref = [per_base[s:e].sum() for s, e in zip(start, end)]
+    np.testing.assert_allclose(got.bits, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got.n_bases, [2, 7, 10, 30])
+    long = np.random.default_rng(1).integers(0, 4, 300).astype(np.uint8)
+    cut = score_sites(model, long, SiteSet(np.array([250]), np.array([260]), np.array([0])))
+    assert cut.n_bases[0] == 10 and np.isfinite(cut.bits[0])  # window [164, 260): 96 tokens
+    with pytest.raises(InputError, match="longer than the model's window"):
+        score_sites(model, long, SiteSet(np.array([0]), np.array([200]), np.array([0])))
+
+
+def test_causal_stage_runs_with_a_hf_checkpoint(tmp_path):
+    """`genesae run --causal` with a character-level causal checkpoint: the stage runs
+    through the HF patch (tiny random model: only the table's shape is checked)."""
+    from genesae_fast.annotate.folder import read_tsv
+    from genesae_fast.causal import COLUMNS
+    from genesae_fast.data import genome_path
+    from genesae_fast.motifs import load_motifs, write_meme
+    from genesae_fast.pipeline import RunSettings, run_pipeline
+    from genesae_fast.sequences import read_fasta, write_fasta
+
+    build_char(tmp_path / "m")
+    rec = read_fasta(genome_path())[0]
+    write_fasta([(rec.name, rec.sequence[:8000])], tmp_path / "g.fa")
+    write_meme(load_motifs()[:4], tmp_path / "m.meme")
+    settings = RunSettings(expansion=2, k=4, batch=256, min_train_tokens=5000, max_train_tokens=5000, causal=True,
+                           causal_pairs=3, causal_sites=20)
+    messages = []
+    out = run_pipeline(tmp_path / "out", genome=str(tmp_path / "g.fa"), model=str(tmp_path / "m"), layer=1,
+                       motifs=str(tmp_path / "m.meme"), settings=settings, progress=False, workers=1,
+                       echo=messages.append)
+    assert "[causal] ..." in messages and out["causal_layer"] == 1
+    table = read_tsv(tmp_path / "out" / "annotate" / "causal.tsv")
+    assert list(table) == list(COLUMNS) and len(table["concept"]) == out["causal_pairs_tested"] >= 1
+    settings.causal = None  # by default only the built-in model gets the stage
+    (tmp_path / "out" / "annotate" / "causal.tsv").unlink()
+    messages.clear()
+    run_pipeline(tmp_path / "out", genome=str(tmp_path / "g.fa"), model=str(tmp_path / "m"), layer=1,
+                 motifs=str(tmp_path / "m.meme"), settings=settings, progress=False, workers=1, echo=messages.append)
+    assert not any("causal" in m for m in messages[1:])

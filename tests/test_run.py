@@ -38,11 +38,11 @@ def test_run_prints_plan_then_rerun_skips_every_stage(inputs):
     assert plan[1].split()[:3] == ["extract", "20,000", "tokens"]
     assert plan[2].split()[:3] == ["train", "20,000", "tokens"]
     assert plan[-1].startswith("  estimated total ~")
-    assert messages[1:] == [f"[{k}] ..." for k in ("extract", "train", "annotate", "report")]
+    assert messages[1:] == [f"[{k}] ..." for k in ("extract", "train", "annotate", "causal", "report")]
     for p in ("store.zarr/zarr.json", "sae/sae.safetensors", "annotate/features.tsv", "annotate/feature_motif.tsv",
               "annotate/examples.parquet", "annotate/report.html"):
         assert (out / p).exists(), p
-    assert set(s["stage_seconds"]) == {"extract", "train", "annotate", "report"}
+    assert set(s["stage_seconds"]) == {"extract", "train", "annotate", "causal", "report"}
     # the built-in model reads one direction, so the run pools both strands: up to 2 k codes a base
     assert s["strands"] == "both" and (out / "store.rc.zarr" / "zarr.json").exists()
     assert 0 <= s["fvu"] and s["l0"] <= 2 * 4 + 1e-6 and 0 <= s["dead_fraction"] <= 1
@@ -58,7 +58,7 @@ def test_run_prints_plan_then_rerun_skips_every_stage(inputs):
     run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**TINY), layer=3,
                  progress=False, echo=messages.append)
     assert all(line.endswith("(already complete)") for line in messages[0].splitlines()[1:4])
-    assert messages[1:] == [f"[{k}] already complete, skipped" for k in ("extract", "train", "annotate", "report")]
+    assert messages[1:] == [f"[{k}] already complete, skipped" for k in ("extract", "train", "annotate", "causal", "report")]
     assert (out / "annotate" / "summary.json").stat().st_mtime == before
     # a lost report is rebuilt alone
     (out / "annotate" / "report.html").unlink()
@@ -67,7 +67,7 @@ def test_run_prints_plan_then_rerun_skips_every_stage(inputs):
                  progress=False, echo=messages.append)
     assert messages[-1] == "[report] ..." and (out / "annotate" / "report.html").exists()
     run = json.loads((out / "run.json").read_text())
-    assert set(run["stage_seconds"]) == {"extract", "train", "annotate", "report"}
+    assert set(run["stage_seconds"]) == {"extract", "train", "annotate", "causal", "report"}
     assert run["plan"]["tokens"] == 20_000 and run["plan"]["train_tokens"] == 20_000
 
 

@@ -413,7 +413,8 @@ def describe(path) -> dict:
         raise InputError(f"{path}: not a complete annotation folder (no readable {MARKER})") from None
     keys = ["n_features", "n_tokens", "fvu", "l0", "dead_fraction", "features_tested", "n_motifs",
             "features_with_motif", "features_with_gene_concept", "features_with_any_concept",
-            "concepts_sae_f1_ge_0.5", "concepts_neuron_f1_ge_0.5", "lm_knowledge", "genome", "store", "sae"]
+            "concepts_sae_f1_ge_0.5", "concepts_neuron_f1_ge_0.5", "lm_knowledge", "causal_pairs_tested",
+            "causal_pairs_specific", "genome", "store", "sae"]
     out = {"kind": "annotation folder (genesae annotate)", "path": str(path.resolve())}
     out.update({k: summary[k] for k in keys if k in summary})
     out["report"] = str(path / "report.html") if (path / "report.html").exists() else "not written (genesae report)"

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from genesae_fast.annotate.lm_report import lm_section
+from genesae_fast.annotate.report_causal import causal_section, read_causal
 from genesae_fast.annotate.strand_report import strand_figure, strand_stats
 from genesae_fast.errors import InputError
 
@@ -181,7 +182,8 @@ def collect(ann_dir) -> dict:
                 t["context"][i], _quant(t["context_activation"][i], float(t["activation"][i]))])
     _add_windows(ann / "example_windows.parquet", examples)
     return {"summary": summary, "features": feats, "concepts": concepts, "logos": logos, "examples": examples,
-            "genes": read_genes(ann / "genes.bed"), "hits": read_motif_hits(ann / "motif_hits.bed", examples)}
+            "genes": read_genes(ann / "genes.bed"), "hits": read_motif_hits(ann / "motif_hits.bed", examples),
+            "causal": read_causal(ann)}
 
 
 def read_genes(path: Path) -> dict:
@@ -400,7 +402,7 @@ def build_html(data: dict, sae_dir=None) -> str:
                          "genes": _genes_near_examples(data), "lens": lens, "qlevel": level})
     head = "".join(f"<th data-type='{t}' title='sort'>{_esc(label)}</th>" for _, label, t in TABLE_COLUMNS)
     title = f"genesae atlas: {Path(str(s.get('sae', ''))).name or 'SAE'}"
-    figs = "".join(_summary_figures(data, sae_dir)) + lm_section(data)
+    figs = "".join(_summary_figures(data, sae_dir)) + lm_section(data) + causal_section(data.get("causal"))
     return _PAGE.format(title=_esc(title), stats=_stats_html(s), figs=figs, head=head,
                         payload=payload, igv=igv_payload(),
                         prov=_esc(f"store {s.get('store', '')} | SAE {s.get('sae', '')} | genome {s.get('genome', '')} | "

@@ -8,6 +8,7 @@ it sits furthest from an edge (see ``windows``), and forward batches on a fixed 
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -144,6 +145,39 @@ def capture_layer_and_output(blocks: Sequence, layer: int, run: Callable[[], obj
     if not captured:
         raise RuntimeError(f"layer {layer}: the hook was never called")
     return captured[0], out
+
+
+@contextlib.contextmanager
+def patch_layer(blocks: Sequence, layer: int, replace: Callable, channels_first: bool = False):
+    """While the context is open, the hidden states of ``layer`` are replaced by ``replace(h)``.
+
+    Layer 0 is the input of ``blocks[0]`` (a forward pre-hook), layer i >= 1 the output of
+    ``blocks[i-1]`` (a forward hook), as in :func:`capture_layer`; the blocks after it see
+    the replacement. ``replace`` always sees ``[B, L, d]``: with ``channels_first`` the
+    model's ``[B, d, L]`` tensors are transposed around it. When a block returns a tuple
+    (Hugging Face layers), only its first element is replaced.
+    """
+    def swap(h):
+        return replace(h.transpose(1, 2)).transpose(1, 2) if channels_first else replace(h)
+
+    def pre_hook(module, args, kwargs):
+        if args:
+            return (swap(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": swap(kwargs["hidden_states"])}
+
+    def post_hook(module, args, output):
+        if isinstance(output, tuple):
+            return (swap(output[0]), *output[1:])
+        return swap(output)
+
+    if layer == 0:
+        handle = blocks[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
+    else:
+        handle = blocks[layer - 1].register_forward_hook(post_hook)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 class GeneModel(abc.ABC):

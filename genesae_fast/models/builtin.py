@@ -32,6 +32,7 @@ from genesae_fast.models.base import (
     TokenizedSequence,
     capture_layer,
     capture_layer_and_output,
+    patch_layer,
     resolve_device,
 )
 
@@ -296,16 +297,37 @@ class CharCNNModel(GeneModel):
         field = int(self.config["receptive_field_bp"][-1])
         if replace is None:
             return evaluate_bits(self.net, segments, field, self.device)
-        layer = self.check_layer(layer)
-
-        def swap(h):  # blocks work on [B, d, L]; replace sees [B, L, d]
-            return replace(h.transpose(1, 2)).transpose(1, 2)
-
-        if layer == 0:
-            handle = self.net.blocks[0].register_forward_pre_hook(lambda m, args: (swap(args[0]),))
-        else:
-            handle = self.net.blocks[layer - 1].register_forward_hook(lambda m, args, out: swap(out))
-        try:
+        with patch_layer(self.net.blocks, self.check_layer(layer), replace, channels_first=True):
             return evaluate_bits(self.net, segments, field, self.device)
-        finally:
-            handle.remove()
+
+    @property
+    def context_bp(self) -> int:
+        """Bases of left context that fix a prediction exactly (the deepest receptive field):
+        the log-prob at column t depends on bases t - context_bp + 1 .. t only."""
+        return int(self.config["receptive_field_bp"][-1])
+
+    def next_base_logprobs(self, token_ids: np.ndarray, layer: int | None = None, replace=None):
+        """Log-probabilities of the next base, optionally with ``layer``'s output replaced.
+
+        Parameters
+        ----------
+        token_ids : numpy.ndarray, shape (B, W), int64
+            Base codes (0..4) of equal-length windows.
+        layer : int, optional
+            With ``replace``: 0 = embeddings, i = output of block i.
+        replace : callable, optional
+            ``replace(h) -> h'`` on float32 [B, W, d_model]; the later blocks see ``h'``.
+
+        Returns
+        -------
+        torch.Tensor, shape (B, W, 4), float32 on the model's device
+            Column t: natural-log P(base t + 1 = A, C, G, T | bases 0..t).
+        """
+        import contextlib
+
+        torch = self._torch
+        ids = torch.as_tensor(np.ascontiguousarray(token_ids), dtype=torch.long, device=self.device)
+        patch = (contextlib.nullcontext() if replace is None else
+                 patch_layer(self.net.blocks, self.check_layer(layer), replace, channels_first=True))
+        with torch.inference_mode(), patch:
+            return torch.log_softmax(self.net(ids).float(), dim=1).transpose(1, 2)

@@ -38,6 +38,7 @@ from genesae_fast.models.base import (
     TokenizedSequence,
     capture_layer,
     capture_layer_and_output,
+    patch_layer,
     resolve_device,
 )
 
@@ -211,6 +212,8 @@ class HFModel(GeneModel):
         self.default_stride = max(1, self.default_window - self.default_window // 8)
         self.d_model = _config_int(self.hf_config, ("hidden_size", "d_model", "n_embd", "dim")) or self._probe_width()
         self._torch = torch
+        self._folder, self._remote = folder, bool(trust_remote_code)
+        self._lm = None  # the checkpoint with its next-token head, loaded on first use
 
     # -- tokenization -----------------------------------------------------------------
 
@@ -381,3 +384,58 @@ class HFModel(GeneModel):
         with torch.inference_mode():
             hidden = capture_layer(self.blocks, layer, lambda: self.model(**inputs))
         return np.ascontiguousarray(hidden[:, n_pre : n_pre + w].float().cpu().numpy())
+
+    # -- next-base log-probs with a patched layer (causal evidence) -------------------
+
+    context_bp = None  # attention reads the whole window: no finite receptive field
+
+    def _causal_lm(self):
+        """``(model with a next-token head, its block list, ids of A/C/G/T)``, loaded once.
+
+        Only character-level causal checkpoints qualify: their next token is the next base.
+        """
+        if self._lm is not None:
+            return self._lm
+        if not self._char_level or self.kmer or self._prefix or self._suffix:
+            raise InputError(f"--model {self._folder}: next-base log-probs need a character-level causal LM "
+                             "with no special tokens around a sequence")
+        if self.causal:  # loaded with its head already (load_weights): no second copy
+            lm, blocks = self.model, self.blocks
+        else:
+            lm, blocks = self._load_head()
+        vocab = self.tokenizer.get_vocab()
+        if blocks is None or any(b not in vocab for b in "ACGT"):
+            raise InputError(f"--model {self._folder}: cannot find its layers or the A/C/G/T tokens")
+        self._lm = (lm, blocks, [vocab[b] for b in "ACGT"])
+        return self._lm
+
+    def _load_head(self):
+        """``(checkpoint with its next-token head, its blocks)`` for a model loaded without it."""
+        from transformers import AutoModelForCausalLM
+
+        try:
+            lm = AutoModelForCausalLM.from_pretrained(self._folder, local_files_only=True,
+                                                      trust_remote_code=self._remote)
+        except Exception as exc:  # transformers raises many types; the user needs one line
+            line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"--model {self._folder}: no causal LM head to load ({line})") from None
+        lm.to(self.device).eval()
+        return lm, find_blocks(lm, self.n_layers)
+
+    def next_base_logprobs(self, token_ids: np.ndarray, layer: int | None = None, replace=None):
+        """Log-probabilities of the next base, optionally with ``layer``'s output replaced.
+
+        Same contract as the built-in model's method: ``token_ids [B, W]`` (this model's
+        ids, one per base) -> float32 ``[B, W, 4]``, column t = log P(base t + 1 | bases
+        0..t) over A, C, G, T (the head's logits of those four tokens, renormalised).
+        ``replace`` sees the layer's hidden states ``[B, W, d_model]`` through a hook.
+        """
+        import contextlib
+
+        torch = self._torch
+        lm, blocks, acgt = self._causal_lm()
+        ids = torch.as_tensor(np.ascontiguousarray(token_ids), dtype=torch.long, device=self.device)
+        patch = contextlib.nullcontext() if replace is None else patch_layer(blocks, self.check_layer(layer), replace)
+        with torch.inference_mode(), patch:
+            logits = lm(input_ids=ids).logits[..., acgt].float()
+        return torch.log_softmax(logits, dim=-1)
