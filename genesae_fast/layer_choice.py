@@ -238,8 +238,12 @@ def run_layer(job: Choice, fasta: Path, layer: int, rf: list | None) -> dict:
         s = job.settings
         extract_to_store(fasta, job.model, layer, store, progress=job.progress, device=job.device, workers=1)
         if not (sae / "sae.safetensors").is_file() or (sae / "trainer_state.pt").exists():
-            train_sae(store, sae, expansion=s.expansion, k=s.k, batch_size=s.batch, tokens=s.train_tokens,
-                      seed=job.seed, device=job.device, progress=job.progress, lm_loss=False)
+            try:
+                train_sae(store, sae, expansion=s.expansion, k=s.k, batch_size=s.batch, tokens=s.train_tokens,
+                          seed=job.seed, device=job.device, progress=job.progress, lm_loss=False)
+            except InputError as exc:  # e.g. a layer that is constant on the slice: it cannot win, the run goes on
+                shutil.rmtree(store, ignore_errors=True)
+                return _unusable_row(layer, rf, str(exc), time.perf_counter() - t0)
         annotate(store, sae, ann, genome=fasta, motifs=job.motifs, cfg=light_config(job.seed, job.threads),
                  progress=job.progress, overwrite=True, workers=1)
     shutil.rmtree(store, ignore_errors=True)
@@ -248,6 +252,15 @@ def run_layer(job: Choice, fasta: Path, layer: int, rf: list | None) -> dict:
            **score_concepts(read_tsv(ann / "concepts.tsv")), "fvu": float(summary.get("fvu", np.nan)),
            "l0": float(summary.get("l0", np.nan)), "seconds": round(time.perf_counter() - t0, 2)}
     return row
+
+
+def _unusable_row(layer: int, rf: list | None, why: str, seconds: float) -> dict:
+    """The ``layers.tsv`` row of a layer no SAE could be trained on (score 0 and mean best F1 -1, so never chosen
+    over a usable layer; ``best_concept`` says why)."""
+    return {"layer": int(layer), "receptive_field_bp": rf[layer] if rf is not None and layer < len(rf) else "NA",
+            "score": 0, "mean_best_f1": -1.0, "concepts": 0, "motif_f1_ge_0.3": 0, "gene_f1_ge_0.3": 0,
+            "best_concept": f"(unusable: {why.split(': ', 1)[-1][:80]})", "best_f1": 0.0, "fvu": float("nan"),
+            "l0": float("nan"), "seconds": round(seconds, 2)}
 
 
 def choose_layer(genome, job: Choice, candidates: list[int], *, split_block: int, covered_bp: int,

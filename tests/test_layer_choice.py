@@ -397,3 +397,12 @@ def test_a_choice_with_other_settings_does_not_reuse_old_layers(chosen, tmp_path
     choose_layer(str(genome), job, [1], split_block=SPLIT, covered_bp=GENOME_BP, echo=lambda m: None)
     assert not marker.exists() and not (tmp_path / "layers" / "L2").exists()
     assert (tmp_path / "layers" / "L1" / "annotate" / "summary.json").is_file()
+
+
+def test_a_layer_no_sae_can_train_on_is_never_chosen():
+    from genesae_fast.layer_choice import _unusable_row, pick
+
+    bad = _unusable_row(1, [1, 3, 7], "x: the store has no usable statistics (norm scale 0.0)", 0.5)
+    weak = {**bad, "layer": 2, "score": 0, "mean_best_f1": 0.0, "best_concept": ""}
+    assert pick([bad, weak]) == 2 and pick([bad]) == 1   # a usable layer wins even with nothing found
+    assert bad["best_concept"].startswith("(unusable: the store has no usable statistics")

@@ -12,14 +12,13 @@ Collected now: the one-pass default finds every planted motif (held-out F1, q-va
 features that fire on + strand sites and not on - strand ones, and no decoy scores like a
 planted motif.
 
-To enable at merge (the lead): the two comparisons below are plain functions, not tests,
-until ``run_pipeline`` takes ``strands=`` and ``layer="auto"``. Turn each on with one line:
-
-    test_strands_both_raises_held_out_f1 = strands_both_raises_held_out_f1
-    test_layer_auto_raises_held_out_f1 = layer_auto_raises_held_out_f1
+Then the two changes of issue 13, each against that one-pass default with the other held
+fixed: pooling a reverse-complement pass (``strands="both"``, layer 3) and the data-chosen
+layer (``layer="auto"``, one pass) must each raise the planted median held-out F1.
 """
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -86,7 +85,13 @@ def strand_recall(result: dict, planted_genome) -> dict:
 
 @pytest.fixture(scope="module")
 def default_run(planted_genome, tmp_path_factory):
-    return run_control(planted_genome, tmp_path_factory.mktemp("planted_default") / "run")
+    """The old default: one pass, the layer of the receptive-field rule (extract.default_layer)."""
+    from genesae_fast.extract import default_layer
+
+    layer = default_layer(PlantedToyModel(planted_genome[0].planted, seed=0))
+    assert layer == 3
+    return run_control(planted_genome, tmp_path_factory.mktemp("planted_default") / "run", layer=layer,
+                       strands="forward")
 
 
 def test_one_pass_default_finds_planted_motifs(default_run):
@@ -113,14 +118,16 @@ def _assert_raises_f1(default: dict, new: dict) -> None:
     assert new["decoy_f1"] < after
 
 
-def strands_both_raises_held_out_f1(planted_genome, default_run, tmp_path):
+def test_strands_both_raises_held_out_f1(planted_genome, default_run, tmp_path):
     """Pooling a reverse-complement pass (``strands="both"``) raises held-out F1 over one pass."""
-    _assert_raises_f1(default_run, run_control(planted_genome, tmp_path / "run", strands="both"))
+    _assert_raises_f1(default_run, run_control(planted_genome, tmp_path / "run", strands="both", layer=3))
 
 
-def layer_auto_raises_held_out_f1(planted_genome, default_run, tmp_path):
+def test_layer_auto_raises_held_out_f1(planted_genome, default_run, tmp_path):
     """The data-chosen layer (``layer="auto"``: the toy's layer 2) beats the receptive-field rule (layer 3)."""
-    _assert_raises_f1(default_run, run_control(planted_genome, tmp_path / "run", layer="auto"))
+    result = run_control(planted_genome, tmp_path / "run", layer="auto", strands="forward")
+    assert json.loads((tmp_path / "run" / "annotate" / "summary.json").read_text())["layer"] == 2
+    _assert_raises_f1(default_run, result)
 
 
 @pytest.mark.parametrize(("change", "passes"), [
