@@ -267,7 +267,7 @@ def small_run(tmp_path_factory):
     settings = RunSettings(expansion=2, k=4, batch=512, min_train_tokens=20_000, max_train_tokens=20_000,
                            causal_pairs=4, causal_sites=30)
     run_pipeline(d / "out", genome=str(d / "g.fa"), motifs=str(d / "m.meme"), settings=settings, progress=False,
-                 echo=messages.append, workers=1)
+                 echo=messages.append, workers=1, layer=3)
     return d / "out", messages
 
 

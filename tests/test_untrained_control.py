@@ -83,7 +83,7 @@ def test_run_with_control_writes_it_and_reports_it(inputs):
     tiny = dict(max_tokens=None, expansion=2, k=4, batch=512, min_train_tokens=20_000, max_train_tokens=20_000)
     messages = []
     s = run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**tiny),
-                     progress=False, echo=messages.append, workers=1, control_untrained=True)
+                     progress=False, echo=messages.append, workers=1, control_untrained=True, layer=3)
     assert "[control] ..." in messages and messages.index("[control] ...") < messages.index("[report] ...")
     ctl = out / "controls" / "untrained"
     for p in ("model/lm_config.json", "store.zarr/zarr.json", "sae/sae.safetensors", "annotate/concepts.tsv"):
@@ -102,7 +102,7 @@ def test_run_with_control_writes_it_and_reports_it(inputs):
     # a rerun skips the control like every other stage
     messages.clear()
     run_pipeline(out, genome=str(inputs / "g.fa"), motifs=str(inputs / "m.meme"), settings=RunSettings(**tiny),
-                 progress=False, echo=messages.append, workers=1, control_untrained=True)
+                 progress=False, echo=messages.append, workers=1, control_untrained=True, layer=3)
     assert "[control] already complete, skipped" in messages and "[report] already complete, skipped" in messages
 
 

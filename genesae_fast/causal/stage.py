@@ -80,8 +80,10 @@ def _inputs(run_dir: Path, summary: dict, need_genes: bool):
     genome = summary.get("genome") if summary.get("genome") and os.path.isfile(summary["genome"]) else None
     source = summary.get("gene_source", "pyrodigal")
     if need_genes:
-        return prepare(run_dir / "store.zarr", run_dir / "sae", genome, None, None if source == "pyrodigal" else source)
-    store, sae, records, genome_path = load_inputs(run_dir / "store.zarr", run_dir / "sae", genome)
+        return prepare(run_dir / "store.zarr", run_dir / "sae", genome, None, None if source == "pyrodigal" else source,
+                       strands="forward")
+    # the forward pass only (the LM is patched reading +): the plain SAE, not the pooled one
+    store, sae, records, genome_path = load_inputs(run_dir / "store.zarr", run_dir / "sae", genome, strands="forward")
     by_name = {r.name: r for r in records}
     full = [by_name[n] for n in store.sequence_names]
     recs = [Record(r.name, r.description, r.codes[:e], r.softmask[:e]) for r, e in zip(full, _covered(store, len(full)))]
