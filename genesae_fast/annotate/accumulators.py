@@ -34,7 +34,7 @@ def add_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def narrow(a: np.ndarray) -> np.ndarray:
     """A block's counts as int32 (half the bytes between processes); int64 if they do not fit."""
-    if a.size and (a.max() > np.iinfo(np.int32).max or a.min() < 0):
+    if a.dtype == np.int32 or (a.size and (a.max() > np.iinfo(np.int32).max or a.min() < 0)):
         return a
     return a.astype(np.int32)
 

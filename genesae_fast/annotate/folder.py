@@ -160,6 +160,7 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
     checkpoint_blocks : blocks between two checkpoints (a killed run resumes from the last one)
     """
     from genesae_fast.annotate.core import gene_shifts
+    from genesae_fast.annotate.genome_map import map_genome
     from genesae_fast.annotate.sources import gene_sources
     from genesae_fast.annotate.streamed import annotate_streamed, plan_job
 
@@ -168,14 +169,16 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
     if (out / MARKER).exists() and not overwrite:
         raise InputError(f"{out}: an annotation is already there (use --overwrite)")
     inp = prepare(store_path, sae_path, genome, motifs, gff, cfg)
-    g = inp.genome
-    inp.recs = []  # the genome is kept once, as Genome.codes
     tmp = out.with_name(out.name + ".partial")
     work = tmp / ".work"
     work.mkdir(parents=True, exist_ok=True)
+    # the bases move to a file that this process and the workers map: none of them holds the genome
+    g = inp.genome = map_genome(inp.genome, work / "genome.npy")
+    inp.recs = []
     job = plan_job(store_path, sae_path, g, cfg, motifs=inp.motifs, controls=inp.controls,
                    gene=gene_sources(inp.calls, g.offsets, g.lengths), shifts=gene_shifts(int(g.codes.shape[0]), cfg),
                    pieces=work / "pieces", sae_loader=load_sae, n_latents=n_latents_of(inp.sae))
+    job.codes = str(work / "codes")  # each block is encoded once; passes 2 and 3 read its codes back
     res, tracks = annotate_streamed(job, work, workers=_workers(workers), checkpoint_blocks=checkpoint_blocks,
                                     progress=progress)
     res.summary.update(_provenance(store_path, sae_path, inp, motifs, gff))

@@ -41,29 +41,51 @@ class Job:
     gene: dict | None = None  # name -> source
     shifts: list = field(default_factory=list)
     sae_loader: object = None
+    codes: str | None = None  # folder of the block code cache (None: encode in every pass)
 
 
 _OPEN: dict = {}
 
 
 def worker_init(job: Job) -> None:
-    """Pool initializer: one torch thread per worker, the job kept for every block."""
+    """Pool initializer: one torch thread per worker, the job kept for every block.
+
+    A job whose genome travelled without its bases (:func:`.genome_map.for_workers`) gets
+    them back as a read-only memory map: no worker holds the genome."""
     import torch
+
+    from genesae_fast.annotate.genome_map import reattach
 
     torch.set_num_threads(1)
     _OPEN.clear()
-    _OPEN["job"] = job
+    _OPEN["job"] = reattach(job)
 
 
 def _resources():
-    """The worker's store and SAE (opened on first use)."""
+    """The worker's store, SAE and code cache (opened on first use)."""
     if "store" not in _OPEN:
+        from genesae_fast.annotate.codecache import CodeCache
         from genesae_fast.store import ActivationStore
 
         job = _OPEN["job"]
         _OPEN["store"] = ActivationStore.open(job.store_path)
         _OPEN["sae"] = job.sae_loader(job.sae_path)
+        _OPEN["cache"] = CodeCache(job.codes, job.n_latents) if job.codes else None
     return _OPEN["job"], _OPEN["store"], _OPEN["sae"]
+
+
+def _window(job: Job, store, sae, lo: int, hi: int, *, need_x: bool = True):
+    """The window ``[lo, hi)`` with its codes from the cache where pass 1 left them."""
+    first = max(int(np.searchsorted(_starts(job), lo, side="right")) - 2, 0)  # tokens may start a block earlier
+    last = int(np.searchsorted(_starts(job), max(hi - 1, lo), side="right"))
+    return read_window(store, sae, job.genome, lo, hi, job.split_block, job.n_latents, cache=_OPEN.get("cache"),
+                       blocks=range(first, last), need_x=need_x)
+
+
+def _starts(job: Job) -> np.ndarray:
+    if "starts" not in _OPEN:
+        _OPEN["starts"] = np.array([g0 for g0, _ in job.blocks], np.int64)
+    return _OPEN["starts"]
 
 
 def run_block(task):
@@ -83,12 +105,12 @@ def moments_block(b: int, params) -> Moments:
     F, d = job.n_latents, store.d
     m = Moments.empty(F, d)
     r0, r1 = _owned_rows(store, job.genome, g0, g1)
-    if r1 > r0:
-        part = np.zeros(2 + F)
-        for a0 in range(r0, r1, ENCODE_ROWS):  # bounded temporaries (dense pre-activations)
-            _moments_rows(m, part, store, sae, a0, min(a0 + ENCODE_ROWS, r1))
-    else:
-        part = np.zeros(2 + F)
+    part, codes = np.zeros(2 + F), []
+    for a0 in range(r0, r1, ENCODE_ROWS):  # bounded temporaries (dense pre-activations)
+        codes.append(_moments_rows(m, part, store, sae, a0, min(a0 + ENCODE_ROWS, r1)))
+    if codes and _OPEN.get("cache") is not None:
+        _OPEN["cache"].write(b, r0, np.concatenate([v for v, _ in codes]), np.concatenate([i for _, i in codes]))
+    del codes
     m.partials = {b: part}
     m.vbins = narrow(m.vbins)
     G, k = job.genome.codes.shape[0], job.cfg.kmer_k
@@ -97,8 +119,9 @@ def moments_block(b: int, params) -> Moments:
     return m
 
 
-def _moments_rows(m: Moments, part: np.ndarray, store, sae, r0: int, r1: int) -> None:
-    """Fold rows ``[r0, r1)`` into ``m`` and the block's float partials ``part`` (in place)."""
+def _moments_rows(m: Moments, part: np.ndarray, store, sae, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold rows ``[r0, r1)`` into ``m`` and the block's float partials ``part`` (in place);
+    returns their codes (vals, idx) for the code cache."""
     from genesae_fast.annotate.encode import encode_rows
 
     F = m.n_active.shape[0]
@@ -116,6 +139,7 @@ def _moments_rows(m: Moments, part: np.ndarray, store, sae, r0: int, r1: int) ->
     part[0] += float(np.sum((x - x_hat) ** 2, dtype=np.float64))
     part[1] += float(np.sum(c * c))
     part[2:] += np.bincount(a.feat, weights=a.val, minlength=F)
+    return vals, idx
 
 
 def _owned_rows(store, genome, g0: int, g1: int) -> tuple[int, int]:
@@ -194,36 +218,57 @@ def _motif_hits(hits: dict, n: int, g0: int, g1: int) -> list:
     return out
 
 
+# concepts counted together: their (concepts, F, 2, T+1) histograms stay near 16 MB per
+# block whatever the number of motifs (all at once, 1758 concepts x 768 features took ~0.6 GB)
+TALLY_BINS = 1 << 21
+
+
+def _hits_of(concept_hits: list, which: int, sel, origin: int, first: int):
+    """Starts, ends (window coordinates) and concept index - ``first`` of the hits of concepts ``sel``."""
+    parts = [concept_hits[i][which] for i in sel]
+    s = np.concatenate([a for a, _ in parts] + [np.zeros(0, np.int64)]) - origin
+    e = np.concatenate([b for _, b in parts] + [np.zeros(0, np.int64)]) - origin
+    cid = (np.repeat(np.asarray(sel, np.int64) - first, [a.shape[0] for a, _ in parts]) if parts
+           else np.zeros(0, np.int64))
+    return s, e, cid
+
+
+def _unit_concepts(concept_hits: list) -> set:
+    """Concepts of 1-bp hits at distinct bases (codon positions), none running in from before
+    the block: a hit is found iff its base is on, so their found counts are their tp counts."""
+    return {i for i, ((s, e), (ts, te)) in enumerate(concept_hits)
+            if s.size and np.all(e - s == 1) and np.unique(s).shape[0] == s.shape[0]
+            and ts.shape == s.shape and np.all(te - ts == 1)}
+
+
 def _tally(acts, layout, levels, T: int, concept_hits: list) -> Tally:
-    """Counts of every concept of the block at once; hits in global coordinates.
+    """Counts of every concept of the block, as int32 (a block's counts fit); hits in global coordinates.
 
     ``concept_hits[i]`` = ((found starts, ends), (tp starts, ends)): the hits starting in
     the block, and every hit cut to the block (its positive bases).
     """
-    n_c, o = len(concept_hits), layout.origin
-    t = Tally.empty(0, acts.n_features, T)
+    n_c, o, F = len(concept_hits), layout.origin, acts.n_features
     if n_c == 0:
-        return t
-
-    def cat(which, sel):
-        parts = [concept_hits[i][which] for i in sel]
-        s = np.concatenate([a for a, _ in parts] + [np.zeros(0, np.int64)]) - o
-        e = np.concatenate([b for _, b in parts] + [np.zeros(0, np.int64)]) - o
-        cid = np.repeat(np.asarray(sel, np.int64), [a.shape[0] for a, _ in parts]) if parts else np.zeros(0, np.int64)
-        return s, e, cid
-
-    tp_hist, n_pos = C.multi_tp_levels(acts, layout, levels, T, *cat(1, range(n_c)), n_c)
-    # 1-bp hits at distinct bases (codon positions), none running in from before the block:
-    # a hit is found iff its base is on, so found = tp
-    unit = [i for i, ((s, e), (ts, te)) in enumerate(concept_hits)
-            if s.size and np.all(e - s == 1) and np.unique(s).shape[0] == s.shape[0]
-            and ts.shape == s.shape and np.all(te - ts == 1)]  # 1-bp tp hits are the found ones
-    rest = [i for i in range(n_c) if i not in set(unit)]
-    found_hist = C.multi_found_levels(acts, layout, levels, T, *cat(0, rest), n_c)
-    found_hist[unit] = tp_hist[unit]
-    fs, _, fcid = cat(0, range(n_c))
+        return Tally.empty(0, F, T)
+    unit = _unit_concepts(concept_hits)
+    tp, found = np.zeros((n_c, F, 2, T), np.int32), np.zeros((n_c, F, 2, T), np.int32)
+    n_pos = np.zeros((n_c, 2), np.int64)
+    step = max(1, TALLY_BINS // (F * 2 * (T + 1)))
+    for c0 in range(0, n_c, step):
+        grp = range(c0, min(c0 + step, n_c))
+        hist, n_pos[c0:grp.stop] = C.multi_tp_levels(acts, layout, levels, T, *_hits_of(concept_hits, 1, grp, o, c0),
+                                                     len(grp))
+        tp[c0:grp.stop] = C._above(hist)
+        del hist
+        rest = [i for i in grp if i not in unit]
+        hist = C.multi_found_levels(acts, layout, levels, T, *_hits_of(concept_hits, 0, rest, o, c0), len(grp))
+        found[c0:grp.stop] = C._above(hist)
+        del hist
+    for i in unit:
+        found[i] = tp[i]
+    fs, _, fcid = _hits_of(concept_hits, 0, range(n_c), o, 0)
     n_hits = np.bincount(fcid * 2 + layout.part(fs), minlength=2 * n_c).reshape(n_c, 2).astype(np.int64)
-    return Tally(C._above(tp_hist), C._above(found_hist), n_hits, n_pos)
+    return Tally(tp, found, n_hits, n_pos)
 
 
 def counts_block(b: int, p: CountParams) -> Pass2:
@@ -237,7 +282,7 @@ def counts_block(b: int, p: CountParams) -> Pass2:
     gene = _gene_hits(job, g0, g1)
     hi = max([g1] + [int(h[0][1].max()) for h in gene if h[0][1].size]
              + [int(h["end"].max()) for h in (real, ctrl) if h is not None and h["end"].size])
-    w = read_window(store, sae, job.genome, g0, hi, job.split_block, F)
+    w = _window(job, store, sae, g0, hi, need_x=p.nthr is not None)
     own = w.owned(g0, g1)
     levels = C.entry_levels(w.acts, p.thr)
     res = _feature_counts(w, own, p)
@@ -311,7 +356,7 @@ def contexts_block(b: int, p: ContextParams) -> Pass3:
     out = Pass3()
     if not p.examples and not p.tracks:
         return out
-    w = read_window(store, sae, job.genome, lo, hi, job.split_block, job.n_latents)
+    w = _window(job, store, sae, lo, hi, need_x=False)
     for i, s in p.examples:
         out.contexts[i] = _context(w, s)
     if p.tracks:

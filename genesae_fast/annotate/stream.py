@@ -196,7 +196,11 @@ def job_key(job: P.Job, extra: str = "") -> str:
                  repr(list(job.gene or {})), repr(job.shifts), extra):
         h.update(part.encode())
         h.update(b"\0")
-    h.update(hashlib.sha256(np.ascontiguousarray(job.genome.codes).tobytes()).digest())
+    g = hashlib.sha256()
+    codes = job.genome.codes
+    for a in range(0, codes.shape[0], 1 << 24):  # a piece at a time: the codes may be a memory map
+        g.update(np.ascontiguousarray(codes[a:a + (1 << 24)]).tobytes())
+    h.update(g.digest())
     return h.hexdigest()
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from genesae_fast.annotate import stream as S
 from genesae_fast.annotate import tables as TB
+from genesae_fast.annotate.genome_map import for_workers
 from genesae_fast.annotate.passes import Job, worker_init
 from genesae_fast.annotate.peaks import examples_table, feature_logos
 from genesae_fast.annotate.window import plan_blocks
@@ -60,7 +61,7 @@ def make_runner(job: Job, state: Path, *, workers: int, checkpoint_blocks: int, 
         from concurrent.futures import ProcessPoolExecutor
 
         r.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=worker_init,
-                                     initargs=(job,))
+                                     initargs=(for_workers(job),))
     else:
         worker_init(job)
     return r
@@ -100,7 +101,7 @@ def _claim(work: Path, r) -> None:
     key_file = work / "key.txt"
     if r.rank == 0:
         if not key_file.is_file() or key_file.read_text() != r.key:
-            for sub in ("state", "pieces"):
+            for sub in ("state", "pieces", "codes"):
                 shutil.rmtree(work / sub, ignore_errors=True)
             work.mkdir(parents=True, exist_ok=True)
             key_file.write_text(r.key)

@@ -1,0 +1,170 @@
+"""Bounded memory of the streamed annotation: memory-mapped genome, block codes encoded once."""
+from __future__ import annotations
+
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+from annotate_compare import assert_same_annotation, make_store, random_records
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genesae_fast.annotate.codecache import CodeCache, code_dtype
+from genesae_fast.annotate.core import Config, Genome
+from genesae_fast.annotate.genome_map import CodesFile, for_workers, map_genome, open_codes, reattach, write_codes
+from genesae_fast.annotate.passes import Job
+
+CFG = dict(min_active=3, gene_shifts=2, n_tracks=4)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    rng = np.random.default_rng(11)
+    recs = random_records(rng, [5000, 30, 2600, 5], n_runs=2)
+    return make_store(tmp_path_factory.mktemp("mem"), recs)
+
+
+# ---------------------------------------------------------------------------- genome map
+def test_mapped_genome_equals_the_in_memory_one_and_travels_as_a_path(tmp_path):
+    rng = np.random.default_rng(0)
+    recs = [rng.integers(0, 5, n).astype(np.uint8) for n in (1000, 0, 37)]
+    g = Genome(["a", "b", "c"], np.concatenate(recs), np.array([0, 1000, 1000]), np.array([1000, 0, 37]))
+    m = map_genome(g, tmp_path / "g.npy")
+    assert isinstance(m.codes, np.memmap) and not m.codes.flags.writeable
+    np.testing.assert_array_equal(m.codes, g.codes)
+    assert (m.names, list(m.offsets), list(m.lengths)) == (g.names, list(g.offsets), list(g.lengths))
+    job = Job("s", "sae", m, Config(), [(0, 1037)], 100, 8, "p")
+    sent = pickle.dumps(for_workers(job))
+    assert len(sent) < 2000  # the bases stay behind
+    back = reattach(pickle.loads(sent))
+    assert isinstance(back.genome.codes, np.memmap)
+    np.testing.assert_array_equal(back.genome.codes, g.codes)
+    # an in-memory genome travels as it is; reattach leaves it alone
+    plain = Job("s", "sae", g, Config(), [(0, 1037)], 100, 8, "p")
+    assert for_workers(plain) is plain and reattach(plain) is plain
+
+
+def test_write_codes_of_pieces_and_the_empty_genome(tmp_path):
+    parts = [np.array([0, 1, 2], np.uint8), np.zeros(0, np.uint8), np.array([4, 3], np.uint8)]
+    np.testing.assert_array_equal(write_codes(parts, tmp_path / "a.npy", 5), [0, 1, 2, 4, 3])
+    assert write_codes([], tmp_path / "e.npy", 0).shape == (0,) == open_codes(tmp_path / "e.npy").shape
+    with pytest.raises(ValueError, match="2 bases given, 3 announced"):
+        write_codes([np.zeros(2, np.uint8)], tmp_path / "b.npy", 3)
+    assert not (tmp_path / "b.npy").exists()
+    assert isinstance(CodesFile("x"), CodesFile)
+
+
+# ---------------------------------------------------------------------------- code cache
+@pytest.mark.parametrize("n_latents,kind", [(64, np.uint16), (65_536, np.uint16), (65_537, np.int32)])
+def test_code_dtype(n_latents, kind):
+    dt = code_dtype(n_latents, 3)
+    assert dt["idx"].base == kind and dt["val"].base == np.float32 and dt["val"].shape == (3,)
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(0, 40), min_size=1, max_size=6), k=st.integers(1, 5),
+       missing=st.sets(st.integers(0, 5)), win=st.tuples(st.integers(0, 250), st.integers(0, 250)),
+       n_latents=st.sampled_from([50, 70_000]))
+def test_cache_reads_back_the_rows_it_holds(tmp_path_factory, sizes, k, missing, win, n_latents):
+    rng = np.random.default_rng(len(sizes) * 7 + k)
+    n = sum(sizes)
+    vals = rng.random((n, k)).astype(np.float32)
+    idx = rng.integers(0, n_latents, (n, k))
+    cache = CodeCache(tmp_path_factory.mktemp("c") / "codes", n_latents)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    for b in range(len(sizes)):
+        if b not in missing and sizes[b]:
+            cache.write(b, int(bounds[b]), vals[bounds[b]:bounds[b + 1]], idx[bounds[b]:bounds[b + 1]])
+    r0, r1 = min(win[0], n), min(max(win), n)
+    fresh = CodeCache(cache.folder, n_latents)  # another process: finds the files by listing
+    for c in (cache, fresh):
+        v, i, have = c.read(r0, r1, range(len(sizes)))
+        want = np.zeros(r1 - r0, bool)
+        for b in range(len(sizes)):
+            if b not in missing:
+                want[max(bounds[b], r0) - r0:max(min(bounds[b + 1], r1) - r0, 0)] = True
+        np.testing.assert_array_equal(have, want)
+        if have.any():
+            np.testing.assert_array_equal(v[have], vals[r0:r1][have])
+            np.testing.assert_array_equal(i[have], idx[r0:r1][have])
+            assert i.dtype == np.int64 and v.dtype == np.float32
+
+
+def test_window_codes_from_a_partial_cache_equal_encoded_codes(synthetic, tmp_path):
+    from genesae_fast.annotate.folder import load_sae
+    from genesae_fast.annotate.window import encode_topk, window_codes
+    from genesae_fast.store import ActivationStore
+
+    store = ActivationStore.open(synthetic["store"])
+    sae = load_sae(synthetic["sae"])
+    n = store.n_rows
+    want_v, want_i = encode_topk(sae, store.read_rows(0, n))
+    cache = CodeCache(tmp_path / "codes", 64)
+    bounds = [0, 900, 2000, 2001, 4100, n]
+    for b in (0, 2, 4):  # blocks 1 and 3 missing: their rows are encoded again
+        cache.write(b, bounds[b], want_v[bounds[b]:bounds[b + 1]], want_i[bounds[b]:bounds[b + 1]])
+    held = np.zeros(n, bool)
+    for b in (0, 2, 4):
+        held[bounds[b]:bounds[b + 1]] = True
+    for r0, r1 in [(0, n), (850, 950), (1990, 2010), (2000, 2001), (3000, 4200), (901, 902)]:
+        # cached rows are pass 1's codes; each run of missing rows is encoded on its own (the
+        # encoder's float rounding may depend on how many rows go through it at once)
+        ref_v, ref_i = want_v[r0:r1].copy(), want_i[r0:r1].copy()
+        miss = np.flatnonzero(~held[r0:r1])
+        for run in np.split(miss, np.flatnonzero(np.diff(miss) != 1) + 1) if miss.size else []:
+            a, z = r0 + int(run[0]), r0 + int(run[-1]) + 1
+            ref_v[a - r0:z - r0], ref_i[a - r0:z - r0] = encode_topk(sae, store.read_rows(a, z))
+        for need_x in (True, False):
+            x, v, i = window_codes(store, sae, r0, r1, cache=cache, blocks=range(5), need_x=need_x)
+            np.testing.assert_array_equal(v, ref_v)
+            np.testing.assert_array_equal(i, ref_i)
+            np.testing.assert_allclose(v, want_v[r0:r1], rtol=1e-5, atol=1e-6)
+            if need_x:
+                np.testing.assert_array_equal(x, store.read_rows(r0, r1))
+            else:
+                assert x is None
+
+
+# ---------------------------------------------------------------------------- whole annotation
+def _annotate(run, name, **kw):
+    from genesae_fast.annotate import annotate
+
+    out = run["dir"] / name
+    shutil.rmtree(out, ignore_errors=True)
+    annotate(run["store"], run["sae"], out, motifs=str(run["motifs"]), progress=False, **kw)
+    return out
+
+
+def test_blocks_are_encoded_once_and_tables_equal_the_in_memory_path(synthetic, monkeypatch):
+    from genesae_fast.annotate import window
+    from genesae_fast.annotate.folder import annotate_in_memory
+
+    cfg = Config(**CFG, block_bp=1300)
+    ref = synthetic["dir"] / "ref"
+    annotate_in_memory(synthetic["store"], synthetic["sae"], ref, motifs=str(synthetic["motifs"]), cfg=cfg)
+    calls = []
+    real = window.encode_topk
+    monkeypatch.setattr(window, "encode_topk", lambda sae, x: calls.append(x.shape[0]) or real(sae, x))
+    out = _annotate(synthetic, "once", cfg=cfg, workers=1)
+    assert_same_annotation(ref, out)
+    # pass 1 encodes (through encode_rows) and caches; passes 2 and 3 find every row in the cache
+    assert calls == []
+    assert not (out.parent / "once.partial").exists()  # the work folder (genome map, codes) is gone
+
+
+def test_lost_cache_files_and_worker_processes_give_the_same_tables(synthetic, monkeypatch):
+    from genesae_fast.annotate import codecache
+
+    cfg = Config(**CFG, block_bp=1300)
+    base = _annotate(synthetic, "cached", cfg=cfg, workers=1)
+    # spawned workers write and read the cache (and map the genome) in their own processes
+    assert_same_annotation(base, _annotate(synthetic, "two", cfg=cfg, workers=2))
+    orig = codecache.CodeCache.write
+
+    def lose_odd(self, b, r0, vals, idx):  # blocks with an odd index lose their file: encoded again
+        if b % 2 == 0:
+            orig(self, b, r0, vals, idx)
+
+    monkeypatch.setattr(codecache.CodeCache, "write", lose_odd)
+    assert_same_annotation(base, _annotate(synthetic, "lossy", cfg=cfg, workers=1))
