@@ -3,7 +3,7 @@
 Pass 1 encodes the rows a block owns and writes their top-k codes to
 ``<folder>/<block>-<first row>.npy`` (one structured array: ``val`` float32 [k] and ``idx``
 uint16/int32 [k] per row, 4 + 2 bytes per code when the SAE has at most 65,536 features).
-Passes 2 and 3 read a window's rows back through a memory map; rows no file holds (a
+Passes 2 and 3 read a window's rows back (plain reads); rows no file holds (a
 missing or foreign file, e.g. a block of another torchrun rank on another machine) are
 encoded again, which gives the same codes. Files are written atomically, so a killed run
 never leaves a file that is read as complete.
@@ -35,7 +35,7 @@ class CodeCache:
         self.folder = Path(folder)
         self.n_latents = int(n_latents)
         self._index: dict[int, tuple[int, Path]] = {}  # block -> (first row, file)
-        self._maps: dict[Path, np.ndarray] = {}
+        self._headers: dict[Path, tuple] = {}
 
     def write(self, b: int, r0: int, vals: np.ndarray, idx: np.ndarray) -> None:
         """Store block ``b``'s codes of rows ``[r0, r0 + n)``: vals (n, k) float32, idx (n, k)."""
@@ -58,13 +58,22 @@ class CodeCache:
                 b, r0 = p.stem.split("-")
                 self._index[int(b)] = (int(r0), p)
 
-    def _rows(self, path: Path) -> np.ndarray:
-        m = self._maps.get(path)
-        if m is None:
-            if len(self._maps) >= 8:  # a window touches a few neighbouring blocks
-                self._maps.pop(next(iter(self._maps)))
-            m = self._maps[path] = np.load(path, mmap_mode="r")
-        return m
+    def _header(self, path: Path) -> tuple[int, np.dtype, int]:
+        """(data offset, row dtype, rows) of a cache file."""
+        h = self._headers.get(path)
+        if h is None:
+            with open(path, "rb") as fh:
+                version = np.lib.format.read_magic(fh)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(fh)
+                h = self._headers[path] = (fh.tell(), dtype, int(shape[0]))
+        return h
+
+    def _slice(self, path: Path, a: int, z: int) -> np.ndarray:
+        """Rows ``a:z`` of a file, read (not memory-mapped: pages read once do not stay in this
+        process's resident memory)."""
+        off, dtype, _ = self._header(path)
+        return np.fromfile(path, dtype=dtype, count=z - a, offset=off + a * dtype.itemsize)
 
     def read(self, r0: int, r1: int, blocks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Codes of rows ``[r0, r1)`` found in the files of ``blocks``.
@@ -82,14 +91,14 @@ class CodeCache:
             if b not in self._index:
                 continue
             f0, path = self._index[b]
-            rows = self._rows(path)
-            a, z = max(r0, f0), min(r1, f0 + rows.shape[0])
+            _, dtype, rows = self._header(path)
+            a, z = max(r0, f0), min(r1, f0 + rows)
             if z <= a:
                 continue
             if vals is None:
-                k = rows.dtype["val"].shape[0] if rows.dtype["val"].shape else 1
+                k = dtype["val"].shape[0] if dtype["val"].shape else 1
                 vals, idx = np.zeros((n, k), np.float32), np.zeros((n, k), np.int64)
-            part = rows[a - f0:z - f0]
+            part = self._slice(path, a - f0, z - f0)
             vals[a - r0:z - r0] = part["val"].reshape(z - a, -1)
             idx[a - r0:z - r0] = part["idx"].reshape(z - a, -1)
             have[a - r0:z - r0] = True

@@ -70,3 +70,12 @@ def reattach(job):
     if isinstance(codes, CodesFile):
         return dataclasses.replace(job, genome=dataclasses.replace(job.genome, codes=open_codes(codes.path)))
     return job
+
+
+def remap(job):
+    """The job with its mapped genome mapped afresh: the pages earlier blocks touched leave
+    this process's resident memory (a worker's RSS then follows the block, not the genome)."""
+    codes = job.genome.codes
+    if isinstance(codes, np.memmap) and codes.filename:
+        return dataclasses.replace(job, genome=dataclasses.replace(job.genome, codes=open_codes(codes.filename)))
+    return job

@@ -90,7 +90,10 @@ def _starts(job: Job) -> np.ndarray:
 
 def run_block(task):
     """Pool entry point: ``task = (pass name, block index, pass parameters)``."""
+    from genesae_fast.annotate.genome_map import remap
+
     name, b, params = task
+    _OPEN["job"] = remap(_OPEN["job"])
     fn = {"moments": moments_block, "counts": counts_block, "contexts": contexts_block}[name]
     return b, fn(b, params)
 
@@ -328,14 +331,27 @@ def _feature_counts(w, own: np.ndarray, p: CountParams) -> Pass2:
 
 def _neuron_counts(res: Pass2, w, own: np.ndarray, p: CountParams, concept_hits: list) -> None:
     """The neuron baseline's counts: raw directions (+ and - around the store mean)."""
-    c = (w.x.astype(np.float64) - p.mean).astype(np.float32)
     # only entries above the lowest threshold matter (the in-memory path's floor is the same)
-    n = C.SparseActs.from_dense(np.concatenate([c, -c], axis=1), p.nthr[:, 0])
+    n = _neuron_acts(w.x, p.mean, p.nthr[:, 0])
     levels = C.entry_levels(n, p.nthr)
     res.neuron = _tally(n, w.layout, levels, p.nthr.shape[1], concept_hits)
     sub, _ = _owned_acts(n, own)
     res.neuron_active = np.bincount(sub.feat, minlength=n.n_features).astype(np.int64)
     res.neuron_on = _on_counts(sub, w, own, p.nthr)
+
+
+# rows made dense at once for the neuron baseline (bounds its float temporaries)
+NEURON_ROWS = 32768
+
+
+def _neuron_acts(x: np.ndarray, mean: np.ndarray, floor: np.ndarray) -> C.SparseActs:
+    """Entries above ``floor`` of the centered rows ``x`` (n, d) in both directions (2d features),
+    built a slice of rows at a time: the same CSR as one ``from_dense`` of all rows."""
+    parts = []
+    for a in range(0, max(x.shape[0], 1), NEURON_ROWS):
+        c = (x[a:a + NEURON_ROWS].astype(np.float64) - mean).astype(np.float32)
+        parts.append(C.SparseActs.from_dense(np.concatenate([c, -c], axis=1), floor))
+    return C.SparseActs.concat(parts)
 
 
 # ---------------------------------------------------------------------------- pass 3

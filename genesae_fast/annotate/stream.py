@@ -111,13 +111,14 @@ def run_pass(r: Runner, name: str, params: dict):
 
 
 def _in_order(pool, tasks: list):
-    """Results of ``tasks`` in order, with at most two tasks per worker in flight: block
-    results wait in memory only that long, whatever the genome size. ``pool`` is a
+    """Results of ``tasks`` in order, with one task per worker in flight plus one queued:
+    block results (up to ~0.2 GB each with many motifs) wait in this process only that long,
+    whatever the genome size. ``pool`` is a
     ProcessPoolExecutor: a worker that dies (OOM killer, kill -9) raises BrokenProcessPool
     here instead of leaving the run waiting."""
     from collections import deque
 
-    window = 2 * max(1, getattr(pool, "_max_workers", 1))
+    window = max(1, getattr(pool, "_max_workers", 1)) + 1
     pending, it = deque(), iter(tasks)
     for t in it:
         pending.append(pool.submit(P.run_block, t))
