@@ -57,8 +57,25 @@ def worker_init(job: Job) -> None:
     from genesae_fast.annotate.genome_map import reattach
 
     torch.set_num_threads(1)
+    _return_freed_memory()
     _OPEN.clear()
     _OPEN["job"] = reattach(job)
+
+
+def _return_freed_memory() -> None:
+    """glibc: serve every allocation over 1 MiB from its own mapping, returned to the system
+    when freed. By default the threshold grows up to 32 MiB as arrays are freed, and the
+    per-block arrays below it then stay in the heap: a worker's RSS crept up block after block."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "mallopt"):
+            libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (fixing it also stops the growth)
+    except OSError:  # not glibc: nothing to tune
+        pass
 
 
 def _resources():
@@ -69,9 +86,24 @@ def _resources():
 
         job = _OPEN["job"]
         _OPEN["store"] = ActivationStore.open(job.store_path)
-        _OPEN["sae"] = job.sae_loader(job.sae_path)
+        _OPEN["sae"] = LazySAE(job.sae_loader, job.sae_path)
         _OPEN["cache"] = CodeCache(job.codes, job.n_latents) if job.codes else None
     return _OPEN["job"], _OPEN["store"], _OPEN["sae"]
+
+
+class LazySAE:
+    """The SAE, loaded on first use: workers of passes 2 and 3 find the codes in the cache
+    and never pay for loading it (nor for the torch modules its custom ops import)."""
+
+    def __init__(self, loader, path: str):
+        self._loader, self._path, self._sae = loader, path, None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._sae is None:
+            self._sae = self._loader(self._path)
+        return getattr(self._sae, name)
 
 
 def _window(job: Job, store, sae, lo: int, hi: int, *, need_x: bool = True):
@@ -221,9 +253,12 @@ def _motif_hits(hits: dict, n: int, g0: int, g1: int) -> list:
     return out
 
 
-# concepts counted together: their (concepts, F, 2, T+1) histograms stay near 16 MB per
-# block whatever the number of motifs (all at once, 1758 concepts x 768 features took ~0.6 GB)
+# concepts counted together: their (concepts, F, 2, T+1) histograms stay near 16 MB and their
+# positive bases near 2M per block whatever the number of motifs or genes (all at once, 1758
+# concepts x 768 features took ~0.6 GB); entries per chunk of the bases-on counts
 TALLY_BINS = 1 << 21
+TALLY_BASES = 1 << 21
+TALLY_ENTRIES = 1 << 21
 
 
 def _hits_of(concept_hits: list, which: int, sel, origin: int, first: int):
@@ -244,6 +279,21 @@ def _unit_concepts(concept_hits: list) -> set:
             and ts.shape == s.shape and np.all(te - ts == 1)}
 
 
+def _concept_groups(concept_hits: list, bins_per_concept: int) -> list[range]:
+    """Consecutive concepts with at most ``TALLY_BINS`` histogram bins and about
+    ``TALLY_BASES`` positive bases per group (at least one concept each)."""
+    bases = [int(np.sum(e - s)) for _, (s, e) in concept_hits]
+    per_group = max(1, TALLY_BINS // bins_per_concept)
+    out, c0, total = [], 0, 0
+    for i, n in enumerate(bases):
+        if i > c0 and (i - c0 >= per_group or total + n > TALLY_BASES):
+            out.append(range(c0, i))
+            c0, total = i, 0
+        total += n
+    out.append(range(c0, len(bases)))
+    return out
+
+
 def _tally(acts, layout, levels, T: int, concept_hits: list) -> Tally:
     """Counts of every concept of the block, as int32 (a block's counts fit); hits in global coordinates.
 
@@ -256,9 +306,8 @@ def _tally(acts, layout, levels, T: int, concept_hits: list) -> Tally:
     unit = _unit_concepts(concept_hits)
     tp, found = np.zeros((n_c, F, 2, T), np.int32), np.zeros((n_c, F, 2, T), np.int32)
     n_pos = np.zeros((n_c, 2), np.int64)
-    step = max(1, TALLY_BINS // (F * 2 * (T + 1)))
-    for c0 in range(0, n_c, step):
-        grp = range(c0, min(c0 + step, n_c))
+    for grp in _concept_groups(concept_hits, F * 2 * (T + 1)):
+        c0 = grp.start
         hist, n_pos[c0:grp.stop] = C.multi_tp_levels(acts, layout, levels, T, *_hits_of(concept_hits, 1, grp, o, c0),
                                                      len(grp))
         tp[c0:grp.stop] = C._above(hist)
@@ -313,7 +362,9 @@ def _owned_acts(acts: C.SparseActs, own: np.ndarray) -> tuple[C.SparseActs, np.n
 def _on_counts(sub: C.SparseActs, w, own: np.ndarray, thr: np.ndarray) -> np.ndarray:
     """Bases on of the own tokens, (F, 2, T); tokens weigh their length, parts by first base."""
     lay = C.Layout(np.zeros(0, np.int64), w.tok_start[own], w.tok_end[own], w.layout.block)
-    return C.on_counts(sub, lay, thr)
+    # tokens per chunk from the entries per token (the neuron baseline has tens a token)
+    per = float(sub.ptr[-1]) / max(sub.n_tokens, 1)
+    return C.on_counts(sub, lay, thr, chunk_tokens=max(1024, int(TALLY_ENTRIES / max(per, 1.0))))
 
 
 def _feature_counts(w, own: np.ndarray, p: CountParams) -> Pass2:

@@ -37,6 +37,7 @@ class Runner:
     pool: object = None
     checkpoint_blocks: int = 4
     progress: bool = False
+    pool_factory: object = None  # makes a fresh pool for each pass (None: keep ``pool``)
 
     def my_blocks(self) -> list[int]:
         return list(range(self.rank, len(self.job.blocks), self.world))
@@ -91,6 +92,7 @@ def run_pass(r: Runner, name: str, params: dict):
     done, acc = _load_state(r, name)
     todo = [b for b in r.my_blocks() if b not in done]
     tasks = [(name, b, params[b]) for b in todo]
+    _fresh_pool(r, bool(tasks))
     results = _in_order(r.pool, tasks) if r.pool is not None else map(P.run_block, tasks)
     since = 0
     for b, delta in tqdm(results, total=len(tasks), desc=name, unit="block", disable=not r.progress):
@@ -108,6 +110,18 @@ def run_pass(r: Runner, name: str, params: dict):
     if r.progress:
         tqdm.write(f"annotate: pass {name} on {len(tasks)} blocks: {time.perf_counter() - t0:.1f} s")
     return out
+
+
+def _fresh_pool(r: Runner, needed: bool) -> None:
+    """With a ``pool_factory``: end the last pass's pool (its workers exit, and their memory
+    with them) and start one for this pass if it has blocks to run."""
+    if r.pool_factory is None:
+        return
+    if r.pool is not None:
+        r.pool.shutdown(wait=True)
+        r.pool = None
+    if needed:
+        r.pool = r.pool_factory()
 
 
 def _in_order(pool, tasks: list):

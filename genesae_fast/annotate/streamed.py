@@ -5,6 +5,7 @@ set by features x concepts x thresholds); per block, the block's rows and codes.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -57,14 +58,20 @@ def make_runner(job: Job, state: Path, *, workers: int, checkpoint_blocks: int, 
     rank, world, _ = S.dist_info()
     r = S.Runner(job, Path(state), S.job_key(job, f"{world}"), rank, world, None, checkpoint_blocks, progress)
     if workers > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        r.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=worker_init,
-                                     initargs=(for_workers(job),))
+        # a fresh pool for each pass: pass 1's workers load the SAE (torch's compiler stack
+        # comes with its custom ops, ~150 MB a process); passes 2 and 3 read cached codes and
+        # their workers never load it
+        r.pool_factory = functools.partial(_new_pool, workers, for_workers(job))
     else:
         worker_init(job)
     return r
+
+
+def _new_pool(workers: int, job: Job):
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=worker_init, initargs=(job,))
 
 
 def annotate_streamed(job: Job, work: Path, *, workers: int = 1, checkpoint_blocks: int = 4,
