@@ -57,25 +57,29 @@ def worker_init(job: Job) -> None:
     from genesae_fast.annotate.genome_map import reattach
 
     torch.set_num_threads(1)
-    _return_freed_memory()
     _OPEN.clear()
     _OPEN["job"] = reattach(job)
 
 
-def _return_freed_memory() -> None:
-    """glibc: serve every allocation over 1 MiB from its own mapping, returned to the system
-    when freed. By default the threshold grows up to 32 MiB as arrays are freed, and the
-    per-block arrays below it then stay in the heap: a worker's RSS crept up block after block."""
-    import ctypes
-    import ctypes.util
+_LIBC: list = []
 
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "mallopt"):
-            libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD (fixing it also stops the growth)
-    except OSError:  # not glibc: nothing to tune
-        pass
+
+def trim_heap() -> None:
+    """glibc: give the free parts of the heap back to the system. A block's arrays under
+    glibc's (growing) mmap threshold come from the heap; once freed they would stay in the
+    process's RSS, and the RSS crept up block after block. Elsewhere: nothing."""
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c")
+        try:
+            libc = ctypes.CDLL(name) if name else None
+        except OSError:
+            libc = None
+        _LIBC.append(getattr(libc, "malloc_trim", None))
+    if _LIBC[0] is not None:
+        _LIBC[0](0)
 
 
 def _resources():
@@ -127,7 +131,9 @@ def run_block(task):
     name, b, params = task
     _OPEN["job"] = remap(_OPEN["job"])
     fn = {"moments": moments_block, "counts": counts_block, "contexts": contexts_block}[name]
-    return b, fn(b, params)
+    out = fn(b, params)
+    trim_heap()
+    return b, out
 
 
 # ---------------------------------------------------------------------------- pass 1

@@ -97,6 +97,8 @@ def run_pass(r: Runner, name: str, params: dict):
     since = 0
     for b, delta in tqdm(results, total=len(tasks), desc=name, unit="block", disable=not r.progress):
         acc = delta if acc is None else acc.merge(delta)
+        del delta
+        P.trim_heap()
         done.add(b)
         since += 1
         if since >= r.checkpoint_blocks:
