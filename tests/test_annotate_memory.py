@@ -168,3 +168,104 @@ def test_lost_cache_files_and_worker_processes_give_the_same_tables(synthetic, m
 
     monkeypatch.setattr(codecache.CodeCache, "write", lose_odd)
     assert_same_annotation(base, _annotate(synthetic, "lossy", cfg=cfg, workers=1))
+
+
+def test_every_chunk_and_group_size_gives_the_same_tables(synthetic, monkeypatch):
+    """Concept groups of one concept, tiny base and entry chunks, neuron rows a few at a time:
+    the same tables as the defaults (all of these only bound temporaries)."""
+    from genesae_fast.annotate import concepts, passes
+
+    cfg = Config(**CFG, block_bp=2100)
+    base = _annotate(synthetic, "chunks_default", cfg=cfg, workers=1)
+    for name, value in (("TALLY_BINS", 1), ("TALLY_BASES", 7), ("TALLY_ENTRIES", 50), ("NEURON_ROWS", 37)):
+        monkeypatch.setattr(passes, name, value)
+    monkeypatch.setattr(concepts, "_CHUNK_ENTRIES", 64)
+    assert concepts._chunk_bases(concepts.SparseActs(np.array([0, 40]), np.zeros(40, np.int32),
+                                                     np.ones(40, np.float32), 4)) == 256
+    assert_same_annotation(base, _annotate(synthetic, "chunks_small", cfg=cfg, workers=1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(bases=st.lists(st.integers(0, 30), max_size=12), bins=st.integers(1, 50))
+def test_concept_groups_cover_every_concept_once_within_the_limits(bases, bins):
+    from unittest import mock
+
+    from genesae_fast.annotate import passes
+
+    hits = [((np.zeros(0), np.zeros(0)), (np.zeros(1, np.int64), np.array([n]))) for n in bases]
+    with mock.patch.object(passes, "TALLY_BINS", 100), mock.patch.object(passes, "TALLY_BASES", 40):
+        groups = passes._concept_groups(hits, bins)
+    assert [i for g in groups for i in g] == list(range(len(bases)))
+    for g in groups:
+        assert len(g) >= 1
+        if len(g) > 1:  # a lone concept may exceed the limits; a group of several does not
+            assert len(g) * bins <= 100 and sum(bases[i] for i in g) <= 40
+
+
+def test_neuron_entries_built_in_row_slices_equal_one_dense_pass(monkeypatch):
+    from genesae_fast.annotate import passes
+    from genesae_fast.annotate.concepts import SparseActs
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(101, 5)).astype(np.float32)
+    mean = rng.normal(size=5)
+    floor = np.abs(rng.normal(size=10)).astype(np.float32)
+    c = (x.astype(np.float64) - mean).astype(np.float32)
+    want = SparseActs.from_dense(np.concatenate([c, -c], axis=1), floor)
+    for rows in (1, 7, 100, 101, 1000):
+        monkeypatch.setattr(passes, "NEURON_ROWS", rows)
+        got = passes._neuron_acts(x, mean, floor)
+        for k in ("ptr", "feat", "val"):
+            np.testing.assert_array_equal(getattr(got, k), getattr(want, k))
+    empty = passes._neuron_acts(x[:0], mean, floor)
+    assert empty.n_tokens == 0 and empty.n_features == 10
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), F=st.integers(1, 5), n=st.integers(0, 80), keep=st.integers(1, 12))
+def test_candidates_merged_feature_by_feature_equal_one_sort_of_all(seed, F, n, keep):
+    from genesae_fast.annotate.peaks import Candidates
+
+    rng = np.random.default_rng(seed)
+    feat = rng.integers(0, F, n)
+    val = rng.integers(1, 6, n).astype(np.float32) / 4  # ties in value: broken by token
+    token = rng.permutation(10 * n + 1)[:n]  # a token once per entry
+    start = rng.integers(0, 1000, n)
+    end = start + rng.integers(1, 4, n)
+    half = rng.random(n) < 0.5
+    a, b = (Candidates.from_entries(feat[m], val[m], token[m], start[m], end[m], F, keep=keep) for m in (half, ~half))
+    got, want = a.merge(b, keep), Candidates.from_entries(feat, val, token, start, end, F, keep=keep)
+    for k in ("ptr", "val", "token", "start", "end"):
+        np.testing.assert_array_equal(getattr(got, k), getattr(want, k))
+        assert getattr(got, k).dtype == getattr(want, k).dtype
+
+
+def test_counts_stay_int32_while_they_fit_then_become_int64():
+    from genesae_fast.annotate.accumulators import add_counts
+
+    big = np.iinfo(np.int32).max
+    a = np.array([1, 2], np.int32)
+    out = add_counts(a, np.array([3, 4], np.int32))
+    assert out is a and out.dtype == np.int32 and out.tolist() == [4, 6]
+    out = add_counts(np.array([big - 1, 0], np.int32), np.array([1, 0], np.int32))
+    assert out.dtype == np.int32 and out.tolist() == [big, 0]
+    out = add_counts(np.array([big, 5], np.int32), np.array([1, 1], np.int32))
+    assert out.dtype == np.int64 and out.tolist() == [big + 1, 6]
+    a64 = np.array([big, 0], np.int64)
+    assert add_counts(a64, np.array([big, 1], np.int32)) is a64 and a64.tolist() == [2 * big, 1]
+
+
+def test_lazy_sae_loads_once_on_first_use():
+    from genesae_fast.annotate.passes import LazySAE
+
+    calls = []
+
+    class Fake:
+        k = 3
+
+    lazy = LazySAE(lambda p: calls.append(p) or Fake(), "sae/")
+    assert calls == []
+    assert lazy.k == 3 and lazy.k == 3
+    assert calls == ["sae/"]
+    with pytest.raises(AttributeError):
+        lazy._missing  # noqa: B018

@@ -35,7 +35,7 @@ _CHUNK_ENTRIES = 1 << 21
 def _chunk_bases(acts: "SparseActs") -> int:
     """Bases per chunk for ``acts``: ``_CHUNK_BASES``, fewer where tokens hold many entries."""
     per = float(acts.ptr[-1]) / max(acts.n_tokens, 1)
-    return max(4096, min(_CHUNK_BASES, int(_CHUNK_ENTRIES / max(per, 1.0))))
+    return max(256, min(_CHUNK_BASES, int(_CHUNK_ENTRIES / max(per, 1.0))))
 
 # InterPLM's grid (and notes/sae-motif-calibration.md): fractions of each feature's maximum.
 DEFAULT_FRACTIONS = (0.0, 0.15, 0.5, 0.6, 0.8)

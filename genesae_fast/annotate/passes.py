@@ -296,7 +296,8 @@ def _concept_groups(concept_hits: list, bins_per_concept: int) -> list[range]:
             out.append(range(c0, i))
             c0, total = i, 0
         total += n
-    out.append(range(c0, len(bases)))
+    if bases:
+        out.append(range(c0, len(bases)))
     return out
 
 
