@@ -269,3 +269,21 @@ def test_lazy_sae_loads_once_on_first_use():
     assert calls == ["sae/"]
     with pytest.raises(AttributeError):
         lazy._missing  # noqa: B018
+
+
+def test_without_disk_space_for_the_codes_every_pass_encodes_and_tables_are_the_same(synthetic, monkeypatch, capsys):
+    import collections
+
+    from genesae_fast.annotate import folder, window
+
+    cfg = Config(**CFG, block_bp=1300)
+    base = _annotate(synthetic, "disk_ok", cfg=cfg, workers=1)
+    Usage = collections.namedtuple("Usage", "total used free")
+    monkeypatch.setattr(folder.shutil, "disk_usage", lambda p: Usage(100, 99, 1))
+    calls = []
+    real = window.encode_topk
+    monkeypatch.setattr(window, "encode_topk", lambda sae, x: calls.append(x.shape[0]) or real(sae, x))
+    out = _annotate(synthetic, "disk_full", cfg=cfg, workers=1)
+    assert "would not fit" in capsys.readouterr().out
+    assert sum(calls) > 0  # passes 2 and 3 encoded their windows
+    assert_same_annotation(base, out)

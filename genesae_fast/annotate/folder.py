@@ -178,7 +178,7 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
     job = plan_job(store_path, sae_path, g, cfg, motifs=inp.motifs, controls=inp.controls,
                    gene=gene_sources(inp.calls, g.offsets, g.lengths), shifts=gene_shifts(int(g.codes.shape[0]), cfg),
                    pieces=work / "pieces", sae_loader=load_sae, n_latents=n_latents_of(inp.sae))
-    job.codes = str(work / "codes")  # each block is encoded once; passes 2 and 3 read its codes back
+    job.codes = code_cache_folder(work, inp.store.n_rows, inp.sae)
     res, tracks = annotate_streamed(job, work, workers=_workers(workers), checkpoint_blocks=checkpoint_blocks,
                                     progress=progress)
     res.summary.update(_provenance(store_path, sae_path, inp, motifs, gff))
@@ -186,6 +186,20 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
         write_result(res, out, g, overwrite=True, pieces=(work / "pieces", len(job.blocks), tracks,
                                                           bool(inp.motifs)), gene_calls=inp.calls)
     return res.summary
+
+
+def code_cache_folder(work: Path, n_rows: int, sae) -> str | None:
+    """Where pass 1 leaves each block's codes for passes 2 and 3 (every token encoded once),
+    or None when they would take over half the free space of ``work``'s disk: then each
+    pass encodes again (the same tables, slower). Size: rows x k x (4 + 2) bytes."""
+    from genesae_fast.annotate.codecache import code_dtype
+
+    need = int(n_rows) * code_dtype(n_latents_of(sae), int(getattr(sae, "k", 0) or 64)).itemsize
+    if need > shutil.disk_usage(work).free // 2:
+        print(f"annotate: {need / 2**30:.1f} GiB of block codes would not fit {work}'s disk; "
+              "encoding blocks in every pass", flush=True)
+        return None
+    return str(work / "codes")
 
 
 def _rank() -> int:

@@ -1,7 +1,9 @@
 """``annotate_streamed``: the three passes of :mod:`.stream` turned into the annotation tables.
 
-Memory: the genome sequence (1 byte per base), the gene calls and the accumulators (sizes
-set by features x concepts x thresholds); per block, the block's rows and codes.
+Memory: the gene calls and the accumulators (sizes set by features x concepts x
+thresholds); per block, the block's rows and codes. The genome's bases are a memory-mapped
+file (:mod:`.genome_map`) and the blocks' codes are cached on disk after pass 1
+(:mod:`.codecache`).
 """
 from __future__ import annotations
 
