@@ -287,3 +287,20 @@ def test_without_disk_space_for_the_codes_every_pass_encodes_and_tables_are_the_
     assert "would not fit" in capsys.readouterr().out
     assert sum(calls) > 0  # passes 2 and 3 encoded their windows
     assert_same_annotation(base, out)
+
+
+def test_an_sae_rewritten_in_place_changes_the_key_of_cached_state(synthetic, tmp_path):
+    import os
+
+    from genesae_fast.annotate.stream import job_key
+
+    sae = tmp_path / "sae"
+    shutil.copytree(synthetic["sae"], sae)
+    g = Genome(["a"], np.zeros(10, np.uint8), np.array([0]), np.array([10]))
+    job = Job("s", str(sae), g, Config(), [(0, 10)], 10, 64, "p")
+    k1 = job_key(job)
+    assert job_key(job) == k1
+    f = next(p for p in sae.iterdir() if p.suffix == ".safetensors")
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert job_key(job) != k1

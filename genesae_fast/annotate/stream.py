@@ -210,7 +210,7 @@ def job_key(job: P.Job, extra: str = "") -> str:
     h = hashlib.sha256()
     for part in (job.store_path, job.sae_path, repr(job.cfg), repr(job.blocks[-1:] if job.blocks else []),
                  str(len(job.blocks)), str(job.n_latents), repr([m.id for m in job.motifs or []]),
-                 repr(list(job.gene or {})), repr(job.shifts), extra):
+                 repr(list(job.gene or {})), repr(job.shifts), _files_stamp(job.sae_path), extra):
         h.update(part.encode())
         h.update(b"\0")
     g = hashlib.sha256()
@@ -219,6 +219,15 @@ def job_key(job: P.Job, extra: str = "") -> str:
         g.update(np.ascontiguousarray(codes[a:a + (1 << 24)]).tobytes())
     h.update(g.digest())
     return h.hexdigest()
+
+
+def _files_stamp(folder: str) -> str:
+    """Names, sizes and modification times of a folder's files: an SAE retrained in place
+    changes them, and cached codes and counts of the old one are then not reused."""
+    p = Path(folder)
+    if not p.is_dir():
+        return ""
+    return repr(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir() if f.is_file()))
 
 
 def peaks_and_specs(cand, genome, cfg):
