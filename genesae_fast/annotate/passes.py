@@ -1,7 +1,8 @@
 """The work on one genome block, for each of the three passes of the streamed annotation.
 
 Pass 1 (firing statistics): feature counts, maxima and value bins, neuron maxima, the
-reconstruction error, k-mers. Pass 2 (needs the maxima: thresholds are fractions of them):
+reconstruction error, k-mers; the block's codes go to the code cache (:mod:`.codecache`),
+where passes 2 and 3 read them instead of encoding again. Pass 2 (needs the maxima: thresholds are fractions of them):
 bases on, concept counts for motifs, their shuffled controls, gene concepts and their
 shifted controls, the neuron baseline, peak candidates; the block's motif hits go to a
 BED piece. Pass 3 (needs the chosen examples and the best features): example windows'
