@@ -120,7 +120,10 @@ def _time_v(stderr: str) -> dict:
 
     wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)") or "0:0"
     secs = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall.split(":"))))
+    # CPU seconds (user + system, workers included) depend far less on other jobs than wall time
+    cpu = float(field("User time (seconds)") or 0) + float(field("System time (seconds)") or 0)
     return {"seconds": round(secs, 2), "cpu_percent": int((field("Percent of CPU this job got") or "0%").rstrip("%")),
+            "cpu_seconds": round(cpu, 1),
             "max_rss_mib": round(int(field("Maximum resident set size (kbytes)") or 0) / 1024, 1)}
 
 
@@ -151,13 +154,13 @@ def fit(lengths: list[float], values: list[float]) -> tuple[float, float]:
 
 def table(results: list[dict], stages: list[str]) -> str:
     """The markdown tables: per size and stage, then the fits and the 1 Gbp extrapolation."""
-    lines = ["| genome | Mbp | stage | seconds | CPU % | peak RSS, largest process (MiB) | peak RSS, all processes (MiB) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| genome | Mbp | stage | seconds | CPU % | CPU seconds | peak RSS, largest process (MiB) | "
+             "peak RSS, all processes (MiB) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         for st in stages:
             f = r["stages"][st]
             lines.append(f"| {r['factor']}x | {r['bp'] / 1e6:.2f} | {st} | {f['seconds']:.1f} | {f['cpu_percent']} | "
-                         f"{f['max_rss_mib']:.0f} | {f['tree_peak_rss_mib']:.0f} |")
+                         f"{f.get('cpu_seconds', float('nan')):.1f} | {f['max_rss_mib']:.0f} | {f['tree_peak_rss_mib']:.0f} |")
     lines += ["", "| stage | time fit a + b*Mbp (s) | seconds at 1 Gbp | time vs linear from smallest | "
               "peak RSS max/min over sizes | peak RSS fit at 1 Gbp (MiB) |", "|---|---|---|---|---|---|"]
     mbp = [r["bp"] / 1e6 for r in results]

@@ -25,8 +25,13 @@ def value_bins(val: np.ndarray) -> np.ndarray:
 
 
 def add_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a + b`` as int64, in place when ``a`` already is (per-block deltas travel as int32)."""
+    """``a + b`` of non-negative counts, in place when ``a``'s dtype holds the sum: int32 while
+    every sum fits (half the memory of the big concept tallies), else int64 from then on."""
     if a.dtype == np.int64:
+        a += b
+        return a
+    if (a.dtype == np.int32 and b.dtype == np.int32
+            and (a.size == 0 or int(a.max()) + int(b.max()) <= np.iinfo(np.int32).max)):
         a += b
         return a
     return a.astype(np.int64) + b
@@ -34,7 +39,7 @@ def add_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def narrow(a: np.ndarray) -> np.ndarray:
     """A block's counts as int32 (half the bytes between processes); int64 if they do not fit."""
-    if a.size and (a.max() > np.iinfo(np.int32).max or a.min() < 0):
+    if a.dtype == np.int32 or (a.size and (a.max() > np.iinfo(np.int32).max or a.min() < 0)):
         return a
     return a.astype(np.int32)
 

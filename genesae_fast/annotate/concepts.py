@@ -27,6 +27,15 @@ import numpy as np
 _DENSE_PAIRS = 1 << 26
 # positive bases handled at once (bounds the temporaries of a concept as big as CDS)
 _CHUNK_BASES = 1 << 18
+# activation entries gathered at once (several 8-byte temporaries each): SAE codes have k
+# entries a token but the neuron baseline tens, so a chunk's bases follow the entries per token
+_CHUNK_ENTRIES = 1 << 21
+
+
+def _chunk_bases(acts: "SparseActs") -> int:
+    """Bases per chunk for ``acts``: ``_CHUNK_BASES``, fewer where tokens hold many entries."""
+    per = float(acts.ptr[-1]) / max(acts.n_tokens, 1)
+    return max(256, min(_CHUNK_BASES, int(_CHUNK_ENTRIES / max(per, 1.0))))
 
 # InterPLM's grid (and notes/sae-motif-calibration.md): fractions of each feature's maximum.
 DEFAULT_FRACTIONS = (0.0, 0.15, 0.5, 0.6, 0.8)
@@ -352,13 +361,13 @@ def found_levels(acts: SparseActs, layout: Layout, levels: np.ndarray, T: int, s
     return found_hist.reshape(F, 2, T + 1)
 
 
-def _hit_groups(start: np.ndarray, end: np.ndarray):
-    """Groups of whole hits of about ``_CHUNK_BASES`` bases: a (hit, feature) pair never spans two."""
+def _hit_groups(start: np.ndarray, end: np.ndarray, chunk: int = _CHUNK_BASES):
+    """Groups of whole hits of about ``chunk`` bases: a (hit, feature) pair never spans two."""
     H = start.shape[0]
     if H == 0:
         return []
     ends = np.cumsum(end - start)
-    cuts = np.searchsorted(ends, np.arange(_CHUNK_BASES, int(ends[-1]), _CHUNK_BASES), side="left")
+    cuts = np.searchsorted(ends, np.arange(chunk, int(ends[-1]), chunk), side="left")
     bounds = np.unique(np.concatenate([[0], cuts + 1, [H]]))
     return list(zip(bounds[:-1], bounds[1:]))
 
@@ -490,8 +499,9 @@ def multi_tp_levels(acts: SparseActs, layout: Layout, levels: np.ndarray, T: int
     n_pos = np.bincount(tag * 2 + part, minlength=n_concepts * 2).reshape(n_concepts, 2).astype(np.int64)
     nbins = n_concepts * F * 2 * (T + 1)
     hist = np.zeros(nbins, np.int64)
-    for a in range(0, pos.shape[0], _CHUNK_BASES):
-        p, t, pt = pos[a:a + _CHUNK_BASES], tag[a:a + _CHUNK_BASES], part[a:a + _CHUNK_BASES]
+    step = _chunk_bases(acts)
+    for a in range(0, pos.shape[0], step):
+        p, t, pt = pos[a:a + step], tag[a:a + step], part[a:a + step]
         tok = layout.pos_token[p]
         has = np.flatnonzero(tok >= 0)
         entries, owner = _gather(acts, tok[has])
@@ -509,7 +519,7 @@ def multi_found_levels(acts: SparseActs, layout: Layout, levels: np.ndarray, T: 
     hit_base = (cid * F * 2 + layout.part(start)) if H else np.zeros(0, np.int64)  # (concept, part) of each hit
     dense = H * F <= _DENSE_PAIRS
     top_all = np.zeros(H * F if dense else 0, dtype=np.int8)
-    for h0, h1 in _hit_groups(start, end):
+    for h0, h1 in _hit_groups(start, end, _chunk_bases(acts)):
         key, lev = _hit_feature_levels(acts, layout, levels, start, end, h0, h1)
         if dense:  # a (hit, feature) table of top levels, raised level by level
             for level in range(1, T + 1):

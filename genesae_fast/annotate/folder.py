@@ -169,6 +169,7 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
     strands : "auto" (pool the reverse-complement pass when its store is there), "both", "forward"
     """
     from genesae_fast.annotate.core import gene_shifts
+    from genesae_fast.annotate.genome_map import map_genome
     from genesae_fast.annotate.sources import gene_sources
     from genesae_fast.annotate.streamed import annotate_streamed, plan_job
 
@@ -177,15 +178,17 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
     if (out / MARKER).exists() and not overwrite:
         raise InputError(f"{out}: an annotation is already there (use --overwrite)")
     inp = prepare(store_path, sae_path, genome, motifs, gff, cfg, strands)
-    g = inp.genome
-    inp.recs = []  # the genome is kept once, as Genome.codes
     tmp = out.with_name(out.name + ".partial")
     work = tmp / ".work"
     work.mkdir(parents=True, exist_ok=True)
+    # the bases move to a file that this process and the workers map: none of them holds the genome
+    g = inp.genome = map_genome(inp.genome, work / "genome.npy")
+    inp.recs = []
     job = plan_job(store_path, sae_path, g, cfg, motifs=inp.motifs, controls=inp.controls,
                    gene=gene_sources(inp.calls, g.offsets, g.lengths), shifts=gene_shifts(int(g.codes.shape[0]), cfg),
                    pieces=work / "pieces", sae_loader=load_sae, n_latents=n_latents_of(inp.sae))
     job.strands = "both" if hasattr(inp.store, "rc") else "forward"
+    job.codes = code_cache_folder(work, inp.store.n_rows, inp.sae, passes=2 if job.strands == "both" else 1)
     res, tracks = annotate_streamed(job, work, workers=_workers(workers), checkpoint_blocks=checkpoint_blocks,
                                     progress=progress)
     if job.strands == "both" and inp.motifs and _rank() == 0:  # rank 0 writes the folder
@@ -197,6 +200,22 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
         write_result(res, out, g, overwrite=True, pieces=(work / "pieces", len(job.blocks), tracks,
                                                           bool(inp.motifs)), gene_calls=inp.calls)
     return res.summary
+
+
+def code_cache_folder(work: Path, n_rows: int, sae, passes: int = 1) -> str | None:
+    """Where pass 1 leaves each block's codes for passes 2 and 3 (every token encoded once),
+    or None when they would take over half the free space of ``work``'s disk: then each
+    pass encodes again (the same tables, slower). Size: rows x k x (4 + 2) bytes, times the
+    ``passes`` pooled per row (2 for both strands: up to 2k codes a base)."""
+    from genesae_fast.annotate.codecache import code_dtype
+
+    k = int(getattr(sae, "k", 0) or 64) * int(passes)
+    need = int(n_rows) * code_dtype(n_latents_of(sae), k).itemsize
+    if need > shutil.disk_usage(work).free // 2:
+        print(f"annotate: {need / 2**30:.1f} GiB of block codes would not fit {work}'s disk; "
+              "encoding blocks in every pass", flush=True)
+        return None
+    return str(work / "codes")
 
 
 def _rank() -> int:

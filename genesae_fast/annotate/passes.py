@@ -1,7 +1,8 @@
 """The work on one genome block, for each of the three passes of the streamed annotation.
 
 Pass 1 (firing statistics): feature counts, maxima and value bins, neuron maxima, the
-reconstruction error, k-mers. Pass 2 (needs the maxima: thresholds are fractions of them):
+reconstruction error, k-mers; the block's codes go to the code cache (:mod:`.codecache`),
+where passes 2 and 3 read them instead of encoding again. Pass 2 (needs the maxima: thresholds are fractions of them):
 bases on, concept counts for motifs, their shuffled controls, gene concepts and their
 shifted controls, the neuron baseline, peak candidates; the block's motif hits go to a
 BED piece. Pass 3 (needs the chosen examples and the best features): example windows'
@@ -42,45 +43,108 @@ class Job:
     shifts: list = field(default_factory=list)
     sae_loader: object = None
     strands: str = "forward"  # "both": [forward | RC] rows, pooled codes (annotate.strands)
+    codes: str | None = None  # folder of the block code cache (None: encode in every pass)
 
 
 _OPEN: dict = {}
 
 
 def worker_init(job: Job) -> None:
-    """Pool initializer: one torch thread per worker, the job kept for every block."""
+    """Pool initializer: one torch thread per worker, the job kept for every block.
+
+    A job whose genome travelled without its bases (:func:`.genome_map.for_workers`) gets
+    them back as a read-only memory map: no worker holds the genome."""
     import torch
+
+    from genesae_fast.annotate.genome_map import reattach
 
     torch.set_num_threads(1)
     _OPEN.clear()
-    _OPEN["job"] = job
+    _OPEN["job"] = reattach(job)
+
+
+_LIBC: list = []
+
+
+def trim_heap() -> None:
+    """glibc: give the free parts of the heap back to the system. A block's arrays under
+    glibc's (growing) mmap threshold come from the heap; once freed they would stay in the
+    process's RSS, and the RSS crept up block after block. Elsewhere: nothing."""
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c")
+        try:
+            libc = ctypes.CDLL(name) if name else None
+        except OSError:
+            libc = None
+        _LIBC.append(getattr(libc, "malloc_trim", None))
+    if _LIBC[0] is not None:
+        _LIBC[0](0)
 
 
 def _resources():
-    """The worker's store and SAE (opened on first use)."""
+    """The worker's store, SAE and code cache (opened on first use)."""
     if "store" not in _OPEN:
+        from genesae_fast.annotate.codecache import CodeCache
         from genesae_fast.store import ActivationStore
 
         job = _OPEN["job"]
         _OPEN["store"] = ActivationStore.open(job.store_path)
-        _OPEN["sae"] = job.sae_loader(job.sae_path)
+        _OPEN["sae"] = LazySAE(job.sae_loader, job.sae_path)
         if job.strands == "both":
             from genesae_fast.annotate.strands import PooledSAE
             from genesae_fast.store.strands import open_for_annotation
 
             _OPEN["store"], _OPEN["sae"] = open_for_annotation(job.store_path, "both"), PooledSAE(_OPEN["sae"])
+        _OPEN["cache"] = CodeCache(job.codes, job.n_latents) if job.codes else None
     return _OPEN["job"], _OPEN["store"], _OPEN["sae"]
+
+
+class LazySAE:
+    """The SAE, loaded on first use: workers of passes 2 and 3 find the codes in the cache
+    and never pay for loading it (nor for the torch modules its custom ops import)."""
+
+    def __init__(self, loader, path: str):
+        self._loader, self._path, self._sae = loader, path, None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._sae is None:
+            self._sae = self._loader(self._path)
+        return getattr(self._sae, name)
+
+
+def _window(job: Job, store, sae, lo: int, hi: int, *, need_x: bool = True):
+    """The window ``[lo, hi)`` with its codes from the cache where pass 1 left them."""
+    first = max(int(np.searchsorted(_starts(job), lo, side="right")) - 2, 0)  # tokens may start a block earlier
+    last = int(np.searchsorted(_starts(job), max(hi - 1, lo), side="right"))
+    return read_window(store, sae, job.genome, lo, hi, job.split_block, job.n_latents, cache=_OPEN.get("cache"),
+                       blocks=range(first, last), need_x=need_x)
+
+
+def _starts(job: Job) -> np.ndarray:
+    if "starts" not in _OPEN:
+        _OPEN["starts"] = np.array([g0 for g0, _ in job.blocks], np.int64)
+    return _OPEN["starts"]
 
 
 def run_block(task):
     """Pool entry point: ``task = (pass name, block index, pass parameters)``."""
+    from genesae_fast.annotate.genome_map import remap
+
     name, b, params = task
+    _OPEN["job"] = remap(_OPEN["job"])
     if name == "lm_knowledge":  # its module builds on this one, so it is imported here
         from genesae_fast.annotate.lm_knowledge import lm_block
 
         return b, lm_block(b, params)
     fn = {"moments": moments_block, "counts": counts_block, "contexts": contexts_block}[name]
-    return b, fn(b, params)
+    out = fn(b, params)
+    trim_heap()
+    return b, out
 
 
 # ---------------------------------------------------------------------------- pass 1
@@ -93,12 +157,12 @@ def moments_block(b: int, params) -> Moments:
     F, d = job.n_latents, store.d
     m = Moments.empty(F, d)
     r0, r1 = _owned_rows(store, job.genome, g0, g1)
-    if r1 > r0:
-        part = np.zeros(2 + F)
-        for a0 in range(r0, r1, ENCODE_ROWS):  # bounded temporaries (dense pre-activations)
-            _moments_rows(m, part, store, sae, a0, min(a0 + ENCODE_ROWS, r1))
-    else:
-        part = np.zeros(2 + F)
+    part, codes = np.zeros(2 + F), []
+    for a0 in range(r0, r1, ENCODE_ROWS):  # bounded temporaries (dense pre-activations)
+        codes.append(_moments_rows(m, part, store, sae, a0, min(a0 + ENCODE_ROWS, r1)))
+    if codes and _OPEN.get("cache") is not None:
+        _OPEN["cache"].write(b, r0, np.concatenate([v for v, _ in codes]), np.concatenate([i for _, i in codes]))
+    del codes
     m.partials = {b: part}
     m.vbins = narrow(m.vbins)
     G, k = job.genome.codes.shape[0], job.cfg.kmer_k
@@ -107,8 +171,9 @@ def moments_block(b: int, params) -> Moments:
     return m
 
 
-def _moments_rows(m: Moments, part: np.ndarray, store, sae, r0: int, r1: int) -> None:
-    """Fold rows ``[r0, r1)`` into ``m`` and the block's float partials ``part`` (in place)."""
+def _moments_rows(m: Moments, part: np.ndarray, store, sae, r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold rows ``[r0, r1)`` into ``m`` and the block's float partials ``part`` (in place);
+    returns their codes (vals, idx) for the code cache."""
     from genesae_fast.annotate.encode import encode_rows
 
     F = m.n_active.shape[0]
@@ -126,6 +191,7 @@ def _moments_rows(m: Moments, part: np.ndarray, store, sae, r0: int, r1: int) ->
     part[0] += float(np.sum((x - x_hat) ** 2, dtype=np.float64))
     part[1] += float(np.sum(c * c))
     part[2:] += np.bincount(a.feat, weights=a.val, minlength=F)
+    return vals, idx
 
 
 def _owned_rows(store, genome, g0: int, g1: int) -> tuple[int, int]:
@@ -204,36 +270,75 @@ def _motif_hits(hits: dict, n: int, g0: int, g1: int) -> list:
     return out
 
 
+# concepts counted together: their (concepts, F, 2, T+1) histograms stay near 16 MB and their
+# positive bases near 2M per block whatever the number of motifs or genes (all at once, 1758
+# concepts x 768 features took ~0.6 GB); entries per chunk of the bases-on counts
+TALLY_BINS = 1 << 21
+TALLY_BASES = 1 << 21
+TALLY_ENTRIES = 1 << 21
+
+
+def _hits_of(concept_hits: list, which: int, sel, origin: int, first: int):
+    """Starts, ends (window coordinates) and concept index - ``first`` of the hits of concepts ``sel``."""
+    parts = [concept_hits[i][which] for i in sel]
+    s = np.concatenate([a for a, _ in parts] + [np.zeros(0, np.int64)]) - origin
+    e = np.concatenate([b for _, b in parts] + [np.zeros(0, np.int64)]) - origin
+    cid = (np.repeat(np.asarray(sel, np.int64) - first, [a.shape[0] for a, _ in parts]) if parts
+           else np.zeros(0, np.int64))
+    return s, e, cid
+
+
+def _unit_concepts(concept_hits: list) -> set:
+    """Concepts of 1-bp hits at distinct bases (codon positions), none running in from before
+    the block: a hit is found iff its base is on, so their found counts are their tp counts."""
+    return {i for i, ((s, e), (ts, te)) in enumerate(concept_hits)
+            if s.size and np.all(e - s == 1) and np.unique(s).shape[0] == s.shape[0]
+            and ts.shape == s.shape and np.all(te - ts == 1)}
+
+
+def _concept_groups(concept_hits: list, bins_per_concept: int) -> list[range]:
+    """Consecutive concepts with at most ``TALLY_BINS`` histogram bins and about
+    ``TALLY_BASES`` positive bases per group (at least one concept each)."""
+    bases = [int(np.sum(e - s)) for _, (s, e) in concept_hits]
+    per_group = max(1, TALLY_BINS // bins_per_concept)
+    out, c0, total = [], 0, 0
+    for i, n in enumerate(bases):
+        if i > c0 and (i - c0 >= per_group or total + n > TALLY_BASES):
+            out.append(range(c0, i))
+            c0, total = i, 0
+        total += n
+    if bases:
+        out.append(range(c0, len(bases)))
+    return out
+
+
 def _tally(acts, layout, levels, T: int, concept_hits: list) -> Tally:
-    """Counts of every concept of the block at once; hits in global coordinates.
+    """Counts of every concept of the block, as int32 (a block's counts fit); hits in global coordinates.
 
     ``concept_hits[i]`` = ((found starts, ends), (tp starts, ends)): the hits starting in
     the block, and every hit cut to the block (its positive bases).
     """
-    n_c, o = len(concept_hits), layout.origin
-    t = Tally.empty(0, acts.n_features, T)
+    n_c, o, F = len(concept_hits), layout.origin, acts.n_features
     if n_c == 0:
-        return t
-
-    def cat(which, sel):
-        parts = [concept_hits[i][which] for i in sel]
-        s = np.concatenate([a for a, _ in parts] + [np.zeros(0, np.int64)]) - o
-        e = np.concatenate([b for _, b in parts] + [np.zeros(0, np.int64)]) - o
-        cid = np.repeat(np.asarray(sel, np.int64), [a.shape[0] for a, _ in parts]) if parts else np.zeros(0, np.int64)
-        return s, e, cid
-
-    tp_hist, n_pos = C.multi_tp_levels(acts, layout, levels, T, *cat(1, range(n_c)), n_c)
-    # 1-bp hits at distinct bases (codon positions), none running in from before the block:
-    # a hit is found iff its base is on, so found = tp
-    unit = [i for i, ((s, e), (ts, te)) in enumerate(concept_hits)
-            if s.size and np.all(e - s == 1) and np.unique(s).shape[0] == s.shape[0]
-            and ts.shape == s.shape and np.all(te - ts == 1)]  # 1-bp tp hits are the found ones
-    rest = [i for i in range(n_c) if i not in set(unit)]
-    found_hist = C.multi_found_levels(acts, layout, levels, T, *cat(0, rest), n_c)
-    found_hist[unit] = tp_hist[unit]
-    fs, _, fcid = cat(0, range(n_c))
+        return Tally.empty(0, F, T)
+    unit = _unit_concepts(concept_hits)
+    tp, found = np.zeros((n_c, F, 2, T), np.int32), np.zeros((n_c, F, 2, T), np.int32)
+    n_pos = np.zeros((n_c, 2), np.int64)
+    for grp in _concept_groups(concept_hits, F * 2 * (T + 1)):
+        c0 = grp.start
+        hist, n_pos[c0:grp.stop] = C.multi_tp_levels(acts, layout, levels, T, *_hits_of(concept_hits, 1, grp, o, c0),
+                                                     len(grp))
+        tp[c0:grp.stop] = C._above(hist)
+        del hist
+        rest = [i for i in grp if i not in unit]
+        hist = C.multi_found_levels(acts, layout, levels, T, *_hits_of(concept_hits, 0, rest, o, c0), len(grp))
+        found[c0:grp.stop] = C._above(hist)
+        del hist
+    for i in unit:
+        found[i] = tp[i]
+    fs, _, fcid = _hits_of(concept_hits, 0, range(n_c), o, 0)
     n_hits = np.bincount(fcid * 2 + layout.part(fs), minlength=2 * n_c).reshape(n_c, 2).astype(np.int64)
-    return Tally(C._above(tp_hist), C._above(found_hist), n_hits, n_pos)
+    return Tally(tp, found, n_hits, n_pos)
 
 
 def counts_block(b: int, p: CountParams) -> Pass2:
@@ -247,7 +352,7 @@ def counts_block(b: int, p: CountParams) -> Pass2:
     gene = _gene_hits(job, g0, g1)
     hi = max([g1] + [int(h[0][1].max()) for h in gene if h[0][1].size]
              + [int(h["end"].max()) for h in (real, ctrl) if h is not None and h["end"].size])
-    w = read_window(store, sae, job.genome, g0, hi, job.split_block, F)
+    w = _window(job, store, sae, g0, hi, need_x=p.nthr is not None)
     own = w.owned(g0, g1)
     levels = C.entry_levels(w.acts, p.thr)
     res = _feature_counts(w, own, p)
@@ -275,7 +380,9 @@ def _owned_acts(acts: C.SparseActs, own: np.ndarray) -> tuple[C.SparseActs, np.n
 def _on_counts(sub: C.SparseActs, w, own: np.ndarray, thr: np.ndarray) -> np.ndarray:
     """Bases on of the own tokens, (F, 2, T); tokens weigh their length, parts by first base."""
     lay = C.Layout(np.zeros(0, np.int64), w.tok_start[own], w.tok_end[own], w.layout.block)
-    return C.on_counts(sub, lay, thr)
+    # tokens per chunk from the entries per token (the neuron baseline has tens a token)
+    per = float(sub.ptr[-1]) / max(sub.n_tokens, 1)
+    return C.on_counts(sub, lay, thr, chunk_tokens=max(1024, int(TALLY_ENTRIES / max(per, 1.0))))
 
 
 def _feature_counts(w, own: np.ndarray, p: CountParams) -> Pass2:
@@ -293,14 +400,27 @@ def _feature_counts(w, own: np.ndarray, p: CountParams) -> Pass2:
 
 def _neuron_counts(res: Pass2, w, own: np.ndarray, p: CountParams, concept_hits: list) -> None:
     """The neuron baseline's counts: raw directions (+ and - around the store mean)."""
-    c = (w.x.astype(np.float64) - p.mean).astype(np.float32)
     # only entries above the lowest threshold matter (the in-memory path's floor is the same)
-    n = C.SparseActs.from_dense(np.concatenate([c, -c], axis=1), p.nthr[:, 0])
+    n = _neuron_acts(w.x, p.mean, p.nthr[:, 0])
     levels = C.entry_levels(n, p.nthr)
     res.neuron = _tally(n, w.layout, levels, p.nthr.shape[1], concept_hits)
     sub, _ = _owned_acts(n, own)
     res.neuron_active = np.bincount(sub.feat, minlength=n.n_features).astype(np.int64)
     res.neuron_on = _on_counts(sub, w, own, p.nthr)
+
+
+# rows made dense at once for the neuron baseline (bounds its float temporaries)
+NEURON_ROWS = 32768
+
+
+def _neuron_acts(x: np.ndarray, mean: np.ndarray, floor: np.ndarray) -> C.SparseActs:
+    """Entries above ``floor`` of the centered rows ``x`` (n, d) in both directions (2d features),
+    built a slice of rows at a time: the same CSR as one ``from_dense`` of all rows."""
+    parts = []
+    for a in range(0, max(x.shape[0], 1), NEURON_ROWS):
+        c = (x[a:a + NEURON_ROWS].astype(np.float64) - mean).astype(np.float32)
+        parts.append(C.SparseActs.from_dense(np.concatenate([c, -c], axis=1), floor))
+    return C.SparseActs.concat(parts)
 
 
 # ---------------------------------------------------------------------------- pass 3
@@ -321,7 +441,7 @@ def contexts_block(b: int, p: ContextParams) -> Pass3:
     out = Pass3()
     if not p.examples and not p.tracks:
         return out
-    w = read_window(store, sae, job.genome, lo, hi, job.split_block, job.n_latents)
+    w = _window(job, store, sae, lo, hi, need_x=False)
     for i, s in p.examples:
         out.contexts[i] = _context(w, s)
     if p.tracks:

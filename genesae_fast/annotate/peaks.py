@@ -60,10 +60,28 @@ class Candidates:
         return np.repeat(np.arange(self.n_features), np.diff(self.ptr))
 
     def merge(self, other: "Candidates", keep: int) -> "Candidates":
-        """Union of two candidate sets, first ``keep`` per feature (exact, order-free)."""
-        cat = [np.concatenate([getattr(self, k), getattr(other, k)]) for k in ("val", "token", "start", "end")]
-        feat = np.concatenate([self.feat(), other.feat()])
-        return Candidates.from_entries(feat, *cat, n_features=self.n_features, keep=keep)
+        """Union of two candidate sets, first ``keep`` per feature (exact, order-free).
+
+        Feature by feature, so the temporaries are one feature's (the same order as one
+        sort of everything by (feature, -activation, token)), not several copies of all.
+        """
+        names = ("val", "token", "start", "end")
+        out = {k: [] for k in names}
+        counts = np.zeros(self.n_features, np.int64)
+        for f in range(self.n_features):
+            a = [slice(int(c.ptr[f]), int(c.ptr[f + 1])) for c in (self, other)]
+            if a[1].stop == a[1].start or a[0].stop == a[0].start:
+                src, sl = (self, a[0]) if a[1].stop == a[1].start else (other, a[1])
+                cols = [getattr(src, k)[sl][:keep] for k in names]
+            else:
+                cols = [np.concatenate([getattr(self, k)[a[0]], getattr(other, k)[a[1]]]) for k in names]
+                order = np.lexsort((cols[1], -cols[0]))[:keep]
+                cols = [c[order] for c in cols]
+            counts[f] = cols[0].shape[0]
+            for k, c in zip(names, cols):
+                out[k].append(c)
+        ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return Candidates(ptr, *(np.concatenate(out[k]) if out[k] else getattr(self, k)[:0] for k in names))
 
 
 def select_peaks(cand: Candidates, n: int, sep: int) -> list[np.ndarray]:

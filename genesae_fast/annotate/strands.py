@@ -11,6 +11,8 @@ One pass (no RC store, or ``strands="forward"``) takes none of this code.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 
@@ -52,9 +54,16 @@ class PooledSAE:
     """
 
     def __init__(self, sae):
-        self.sae = sae
-        self.d = int(sae.config["d_in"]) if hasattr(sae, "config") and "d_in" in sae.config else int(sae.W_enc.shape[1])
-        self.config = {"n_latents": int(sae.W_enc.shape[0]), **(getattr(sae, "config", {}) or {}), "d_in": 2 * self.d}
+        self.sae = sae  # may be a LazySAE (annotate.passes): nothing below loads it until used
+
+    @functools.cached_property
+    def d(self) -> int:
+        sae = self.sae
+        return int(sae.config["d_in"]) if hasattr(sae, "config") and "d_in" in sae.config else int(sae.W_enc.shape[1])
+
+    @functools.cached_property
+    def config(self) -> dict:
+        return {"n_latents": int(self.sae.W_enc.shape[0]), **(getattr(self.sae, "config", {}) or {}), "d_in": 2 * self.d}
 
     def __getattr__(self, name):
         return getattr(self.__dict__["sae"], name)

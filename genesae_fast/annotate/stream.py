@@ -37,6 +37,7 @@ class Runner:
     pool: object = None
     checkpoint_blocks: int = 4
     progress: bool = False
+    pool_factory: object = None  # makes a fresh pool for each pass (None: keep ``pool``)
 
     def my_blocks(self) -> list[int]:
         return list(range(self.rank, len(self.job.blocks), self.world))
@@ -91,10 +92,13 @@ def run_pass(r: Runner, name: str, params: dict):
     done, acc = _load_state(r, name)
     todo = [b for b in r.my_blocks() if b not in done]
     tasks = [(name, b, params[b]) for b in todo]
+    _fresh_pool(r, bool(tasks))
     results = _in_order(r.pool, tasks) if r.pool is not None else map(P.run_block, tasks)
     since = 0
     for b, delta in tqdm(results, total=len(tasks), desc=name, unit="block", disable=not r.progress):
         acc = delta if acc is None else acc.merge(delta)
+        del delta
+        P.trim_heap()
         done.add(b)
         since += 1
         if since >= r.checkpoint_blocks:
@@ -110,14 +114,27 @@ def run_pass(r: Runner, name: str, params: dict):
     return out
 
 
+def _fresh_pool(r: Runner, needed: bool) -> None:
+    """With a ``pool_factory``: end the last pass's pool (its workers exit, and their memory
+    with them) and start one for this pass if it has blocks to run."""
+    if r.pool_factory is None:
+        return
+    if r.pool is not None:
+        r.pool.shutdown(wait=True)
+        r.pool = None
+    if needed:
+        r.pool = r.pool_factory()
+
+
 def _in_order(pool, tasks: list):
-    """Results of ``tasks`` in order, with at most two tasks per worker in flight: block
-    results wait in memory only that long, whatever the genome size. ``pool`` is a
+    """Results of ``tasks`` in order, with one task per worker in flight plus one queued:
+    block results (up to ~0.2 GB each with many motifs) wait in this process only that long,
+    whatever the genome size. ``pool`` is a
     ProcessPoolExecutor: a worker that dies (OOM killer, kill -9) raises BrokenProcessPool
     here instead of leaving the run waiting."""
     from collections import deque
 
-    window = 2 * max(1, getattr(pool, "_max_workers", 1))
+    window = max(1, getattr(pool, "_max_workers", 1)) + 1
     pending, it = deque(), iter(tasks)
     for t in it:
         pending.append(pool.submit(P.run_block, t))
@@ -193,12 +210,25 @@ def job_key(job: P.Job, extra: str = "") -> str:
     h = hashlib.sha256()
     for part in (job.store_path, job.sae_path, repr(job.cfg), repr(job.blocks[-1:] if job.blocks else []),
                  str(len(job.blocks)), str(job.n_latents), repr([m.id for m in job.motifs or []]),
-                 repr(list(job.gene or {})), repr(job.shifts), extra,
+                 repr(list(job.gene or {})), repr(job.shifts), _files_stamp(job.sae_path), extra,
                  *([job.strands] if job.strands != "forward" else [])):
         h.update(part.encode())
         h.update(b"\0")
-    h.update(hashlib.sha256(np.ascontiguousarray(job.genome.codes).tobytes()).digest())
+    g = hashlib.sha256()
+    codes = job.genome.codes
+    for a in range(0, codes.shape[0], 1 << 24):  # a piece at a time: the codes may be a memory map
+        g.update(np.ascontiguousarray(codes[a:a + (1 << 24)]).tobytes())
+    h.update(g.digest())
     return h.hexdigest()
+
+
+def _files_stamp(folder: str) -> str:
+    """Names, sizes and modification times of a folder's files: an SAE retrained in place
+    changes them, and cached codes and counts of the old one are then not reused."""
+    p = Path(folder)
+    if not p.is_dir():
+        return ""
+    return repr(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir() if f.is_file()))
 
 
 def peaks_and_specs(cand, genome, cfg):

@@ -1,10 +1,13 @@
 """``annotate_streamed``: the three passes of :mod:`.stream` turned into the annotation tables.
 
-Memory: the genome sequence (1 byte per base), the gene calls and the accumulators (sizes
-set by features x concepts x thresholds); per block, the block's rows and codes.
+Memory: the gene calls and the accumulators (sizes set by features x concepts x
+thresholds); per block, the block's rows and codes. The genome's bases are a memory-mapped
+file (:mod:`.genome_map`) and the blocks' codes are cached on disk after pass 1
+(:mod:`.codecache`).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ import numpy as np
 from genesae_fast.annotate import lm_knowledge as LK
 from genesae_fast.annotate import stream as S
 from genesae_fast.annotate import tables as TB
+from genesae_fast.annotate.genome_map import for_workers
 from genesae_fast.annotate.passes import Job, worker_init
 from genesae_fast.annotate.peaks import examples_table, feature_logos
 from genesae_fast.annotate.window import plan_blocks
@@ -57,14 +61,20 @@ def make_runner(job: Job, state: Path, *, workers: int, checkpoint_blocks: int, 
     rank, world, _ = S.dist_info()
     r = S.Runner(job, Path(state), S.job_key(job, f"{world}"), rank, world, None, checkpoint_blocks, progress)
     if workers > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        r.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=worker_init,
-                                     initargs=(job,))
+        # a fresh pool for each pass: pass 1's workers load the SAE (torch's compiler stack
+        # comes with its custom ops, ~150 MB a process); passes 2 and 3 read cached codes and
+        # their workers never load it
+        r.pool_factory = functools.partial(_new_pool, workers, for_workers(job))
     else:
         worker_init(job)
     return r
+
+
+def _new_pool(workers: int, job: Job):
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=worker_init, initargs=(job,))
 
 
 def annotate_streamed(job: Job, work: Path, *, workers: int = 1, checkpoint_blocks: int = 4,
@@ -101,7 +111,7 @@ def _claim(work: Path, r) -> None:
     key_file = work / "key.txt"
     if r.rank == 0:
         if not key_file.is_file() or key_file.read_text() != r.key:
-            for sub in ("state", "pieces"):
+            for sub in ("state", "pieces", "codes"):
                 shutil.rmtree(work / sub, ignore_errors=True)
             work.mkdir(parents=True, exist_ok=True)
             key_file.write_text(r.key)

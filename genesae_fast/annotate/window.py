@@ -56,7 +56,7 @@ class Window:
     lo, hi : int -- the window (global bp)
     r0 : int -- global row of token 0
     tok_start, tok_end : (n,) int64 global spans
-    x : (n, d) float32 store rows
+    x : (n, d) float32 store rows, or None (read with ``need_x=False``)
     acts : SparseActs (n tokens) of the SAE features
     layout : Layout over ``[lo, hi)`` (origin lo; tokens cut to the window)
     """
@@ -94,15 +94,41 @@ def encode_topk(sae, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(vals), np.concatenate(idx)
 
 
-def read_window(store, sae, genome, lo: int, hi: int, split_block: int, n_latents: int) -> Window:
-    """Read, encode and lay out the tokens overlapping ``[lo, hi)``."""
+def window_codes(store, sae, r0: int, r1: int, *, cache=None, blocks=(), need_x: bool = True):
+    """Rows ``[r0, r1)`` (None unless ``need_x``) and their top-k codes, from ``cache`` (a
+    :class:`~.codecache.CodeCache`, files of ``blocks``) where it has them, else encoded."""
+    x = store.read_rows(r0, r1) if need_x else None
+    if cache is None:
+        return (x,) + encode_topk(sae, x if x is not None else store.read_rows(r0, r1))
+    vals, idx, have = cache.read(r0, r1, blocks)
+    if have.all():
+        return x, vals, idx
+    miss = np.flatnonzero(~have)
+    # missing rows come in runs (window edges): read and encode each run
+    cuts = np.flatnonzero(np.diff(miss) != 1) + 1
+    runs = [(int(a[0]), int(a[-1]) + 1) for a in np.split(miss, cuts)]
+    enc = [encode_topk(sae, x[a:z] if x is not None else store.read_rows(r0 + a, r0 + z)) for a, z in runs]
+    if vals is None:
+        k = enc[0][0].shape[1]
+        vals, idx = np.zeros((r1 - r0, k), np.float32), np.zeros((r1 - r0, k), np.int64)
+    for (a, z), (v, i) in zip(runs, enc):
+        vals[a:z], idx[a:z] = v, i
+    return x, vals, idx
+
+
+def read_window(store, sae, genome, lo: int, hi: int, split_block: int, n_latents: int, *, cache=None,
+                blocks=(), need_x: bool = True) -> Window:
+    """Read, encode and lay out the tokens overlapping ``[lo, hi)``.
+
+    ``cache``/``blocks``: take the codes of the rows those blocks' files hold from the cache
+    (the same codes, see :mod:`.codecache`); ``need_x=False``: no rows in ``Window.x``.
+    """
     r0, r1 = window_rows(store, genome, lo, hi)
     if r1 > r0:
         seq, bs, be, _ = store.coordinates(r0, r1)
         off = genome.offsets[np.asarray(seq, np.int64)]
         ts, te = off + np.asarray(bs, np.int64), off + np.asarray(be, np.int64)
-        x = store.read_rows(r0, r1)
-        vals, idx = encode_topk(sae, x)
+        x, vals, idx = window_codes(store, sae, r0, r1, cache=cache, blocks=blocks, need_x=need_x)
     else:
         ts = te = np.zeros(0, np.int64)
         x = np.zeros((0, store.d), np.float32)
