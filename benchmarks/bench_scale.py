@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("extract", "train", "annotate", "report")
+STAGES = ("layers", "extract", "train", "annotate", "causal", "report")  # genesae run's default stages, in order
 SUBSTITUTION_RATE = 0.03
 GBP = 1_000_000_000
 
