@@ -216,19 +216,13 @@ def write_kmers(records: Sequence[Record | np.ndarray], k: int, out: str | os.Pa
     for stdout; ``options`` are those of :func:`count_kmers_into`. Returns the row count.
     """
     from genesae_fast import _native
-    from genesae_fast.outputs import check_output_path, open_output
+    from genesae_fast.outputs import write_binary
 
     def run(fh) -> int:
         fh.write(b"kmer\tcount\n")
         return count_kmers_into(records, k, lambda km, ct: fh.write(_native.format_kmer_tsv(km, ct, k)), **options)
 
-    if out is None or str(out) == "-":
-        rows = run(sys.stdout.buffer)
-        sys.stdout.flush()
-        return rows
-    check_output_path(out)
-    with open_output(out, "wb") as fh:
-        return run(fh)
+    return write_binary(out, run)
 
 
 def pack(kmer: str) -> int:

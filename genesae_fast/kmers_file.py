@@ -126,7 +126,7 @@ def write_kmers_file(path: str | os.PathLike, k: int, out: str | os.PathLike | N
     for stdout; ``options`` are those of :func:`count_kmers_file`. Returns the row count.
     """
     from genesae_fast import _native
-    from genesae_fast.outputs import check_output_path, open_output
+    from genesae_fast.outputs import write_binary
 
     def run(fh) -> int:
         # The header waits for the first rows, which come only once the whole file has been
@@ -143,10 +143,4 @@ def write_kmers_file(path: str | os.PathLike, k: int, out: str | os.PathLike | N
             fh.write(header.pop())
         return rows
 
-    if out is None or str(out) == "-":
-        rows = run(sys.stdout.buffer)
-        sys.stdout.flush()
-        return rows
-    check_output_path(out)
-    with open_output(out, "wb") as fh:
-        return run(fh)
+    return write_binary(out, run)

@@ -59,3 +59,18 @@ def open_output(path: str | os.PathLike, mode: str = "w", **kwargs):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def write_binary(out, write) -> object:
+    """``write(fh)`` into ``out`` opened for bytes, returning its result: standard output for
+    None or "-", else :func:`open_output` (atomic for a regular file, written through for a
+    FIFO or device)."""
+    import sys
+
+    if out is None or str(out) == "-":
+        result = write(sys.stdout.buffer)
+        sys.stdout.flush()
+        return result
+    check_output_path(out)
+    with open_output(out, "wb") as fh:
+        return write(fh)
