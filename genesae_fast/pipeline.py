@@ -33,7 +33,11 @@ SUMMARY = "summary.json"  # the annotation folder's completion marker (annotate.
 # measurements of `genesae run` on the bundled genome: extract 7.5 s on one core, train
 # 10.4 s for 2M tokens, annotate 68.6 s). Only the plan's rough estimates use them;
 # extraction scales with its worker processes.
-RATES = {"extract": 300_000.0, "train": 190_000.0, "annotate": 36_000.0, "report": 2_000_000.0}
+RATES = {"extract": 300_000.0, "train": 190_000.0, "annotate": 36_000.0, "report": 2_000_000.0, "causal": 1_000_000.0}
+# Measured on 2 cores (benchmarks/RESULTS.md, scale table): both strands cost the annotation
+# about 1.7x one pass; the causal stage about 34 s for its 20 default pairs plus 1 s per Mbp.
+BOTH_STRANDS_ANNOTATE = 1.7
+CAUSAL_SECONDS_PER_PAIR = 1.7
 
 
 @dataclass
@@ -101,7 +105,8 @@ class Plan:
         both = " x 2 (forward and reverse-complement passes)" if self.strands == "both" else ""
         what = {"layers": self.extra.get("layers"), "extract": f"{self.tokens:,} tokens{both}",
                 "train": f"{self.train_tokens:,} tokens ({passes:.2g} pass{'' if passes == 1 else 'es'})",
-                "annotate": f"{self.tokens:,} tokens", "seeds": self.extra.get("seeds"), "report": "HTML atlas"}
+                "annotate": f"{self.tokens:,} tokens", "causal": self.extra.get("causal"),
+                "seeds": self.extra.get("seeds"), "control": self.extra.get("control"), "report": "HTML atlas"}
         what = {k: v for k, v in what.items() if v is not None}
         lines = [head] + [f"  {k:<9} {v}  " + ("(already complete)" if self.done.get(k) else
                                                 f"~{_fmt_seconds(self.seconds[k])}") for k, v in what.items()]
@@ -162,13 +167,14 @@ def estimate_seconds(tokens: int, train_tokens: int, workers: int) -> dict:
 
 
 def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: dict, strands: str = "forward", *,
-              candidates: list | None = None) -> Plan:
+              candidates: list | None = None, optional: tuple = ()) -> Plan:
     """The plan of a run: genome size, tokens per stage, training tokens, stage estimates.
 
     The token count is the finished store's when there is one, else the genome's bases
     (every shipped model tokenises one token per base), capped by ``settings.max_tokens``.
     ``workers`` None: what extraction picks by default (all cores, fewer for a small genome).
     ``candidates``: the layers a ``--layer auto`` (or list) choice will compare, None for none.
+    ``optional``: which of the optional stages ``causal`` and ``control`` will run.
     """
     from genesae_fast.extract import MIN_ROWS_PER_WORKER
 
@@ -181,9 +187,22 @@ def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: d
     seconds = estimate_seconds(rows, train, w)
     if strands == "both":
         seconds["extract"] *= 2
+        seconds["annotate"] *= BOTH_STRANDS_ANNOTATE
     plan = Plan(str(genome), bp, n_rec, rows, train, w, seconds, done, strands)
     _plan_extras(plan, settings, candidates)
+    _plan_optional(plan, settings, optional)
     return plan
+
+
+def _plan_optional(plan: Plan, settings: "RunSettings", optional: tuple) -> None:
+    """The lines and estimates of the causal stage and the untrained-LM control."""
+    if "causal" in optional:
+        plan.extra["causal"] = (f"<= {settings.causal_pairs} (feature, concept) pairs, "
+                                f"<= {settings.causal_sites} held-out sites each")
+        plan.seconds["causal"] = CAUSAL_SECONDS_PER_PAIR * settings.causal_pairs + plan.tokens / RATES["causal"]
+    if "control" in optional:
+        plan.extra["control"] = "untrained LM: extract, train and annotate again"
+        plan.seconds["control"] = sum(plan.seconds[k] for k in ("extract", "train", "annotate"))
 
 
 def _plan_extras(plan: Plan, settings: "RunSettings", candidates: list | None) -> None:
@@ -303,10 +322,12 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer="auto", 
     paths.out.mkdir(parents=True, exist_ok=True)
     run = _Run(genome, model, spec, paths, s, dict(motifs=motifs or None, gff=gff, threads=int(threads or os.cpu_count() or 1),
                                                  workers=workers, seed=seed, device=device, progress=progress))
-    plan = make_plan(paths.out, genome, s, workers, _completion(paths), paths.strands, candidates=run.candidates())
+    stages = _select_stages(run.stages(echo), only, s, control_untrained)
+    plan = make_plan(paths.out, genome, s, workers, _completion(paths), paths.strands, candidates=run.candidates(),
+                     optional=tuple(k for k in ("causal", "control") if k in stages))
     echo(plan.describe(model))
     run.plan = plan
-    _run_stages(_select_stages(run.stages(echo), only, s, control_untrained), paths, plan, quick=quick, echo=echo)
+    _run_stages(stages, paths, plan, quick=quick, echo=echo)
     times = json.loads(paths.times.read_text()).get("stage_seconds", {}) if paths.times.is_file() else {}
     if not (paths.ann / SUMMARY).is_file():
         return {"stage_seconds": times}

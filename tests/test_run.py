@@ -103,6 +103,28 @@ def test_plan_counts_the_genome_and_scales_estimates(tmp_path, inputs):
         genome_size(tmp_path / "missing.fa")
 
 
+def test_plan_lists_causal_and_control_only_when_they_run(tmp_path):
+    from genesae_fast.sequences import write_fasta
+
+    write_fasta([("a", "ACGT" * 5000)], tmp_path / "g.fa")
+    s = RunSettings(causal_pairs=7, causal_sites=50)
+    bare = make_plan(tmp_path / "none", tmp_path / "g.fa", s, 1, {})
+    full = make_plan(tmp_path / "none", tmp_path / "g.fa", s, 1, {}, optional=("causal", "control"))
+    def stage_lines(plan):
+        return {line.split()[0] for line in plan.describe().splitlines()[1:]}
+
+    assert {"causal", "control"}.isdisjoint(stage_lines(bare)) and {"causal", "control"} <= stage_lines(full)
+    text = full.describe()
+    assert "<= 7 (feature, concept) pairs, <= 50 held-out sites each" in text and "untrained LM" in text
+    # the control repeats extraction, training and annotation: its estimate is their sum
+    assert full.seconds["control"] == pytest.approx(sum(full.seconds[k] for k in ("extract", "train", "annotate")))
+    assert full.seconds["causal"] > 0
+    # both strands: twice the extraction, more annotation
+    both = make_plan(tmp_path / "none", tmp_path / "g.fa", s, 1, {}, "both")
+    assert both.seconds["extract"] == pytest.approx(2 * bare.seconds["extract"])
+    assert both.seconds["annotate"] > bare.seconds["annotate"]
+
+
 def test_run_pipeline_is_reexported_by_annotate():
     from genesae_fast import pipeline
     from genesae_fast.annotate import run_pipeline as again

@@ -123,6 +123,65 @@ def test_both_strand_streamed_equals_in_memory(both):
     assert summary["strands"] == "both" and sum(summary["motif_best_feature_strand"].values()) == 8
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_interrupted_strand_pass_resumes_after_its_last_finished_block(both, monkeypatch):
+    from genesae_fast.annotate import annotate, stream
+
+    whole = _annotate(both, "strands_whole", workers=1)
+    seen, resumed = [], []
+
+    def stop(name, b):
+        if name == "strands":
+            seen.append(b)
+            if len(seen) == 2:
+                raise _Stop
+
+    monkeypatch.setattr(stream, "BLOCK_HOOK", stop)
+    out = both["dir"] / "strands_cut"
+    with pytest.raises(_Stop):
+        _annotate(both, out.name, workers=1, checkpoint_blocks=1)
+    assert (both["dir"] / "strands_cut.partial" / ".work" / "state").is_dir() and not out.exists()
+    monkeypatch.setattr(stream, "BLOCK_HOOK", lambda name, b: resumed.append((name, b)))
+    annotate(both["store"], both["sae"], out, motifs=str(both["motifs"]), cfg=Config(**CFG, block_bp=1500),
+             progress=False, workers=1, checkpoint_blocks=1)
+    again = [b for name, b in resumed if name == "strands"]
+    assert again and again[0] == seen[-1] + 1 and not set(again) & set(seen)
+    # the passes before it were finished and do not run again; pass 3 (contexts) comes after it
+    assert {name for name, _ in resumed} == {"strands", "contexts"}
+    assert_same_annotation(whole, out)
+
+
+def _rank_main(rank, world, init_file, run, out):
+    import torch.distributed as dist
+
+    from genesae_fast.annotate import annotate, stream
+
+    log = open(f"{out}.blocks{rank}", "w")
+    stream.BLOCK_HOOK = lambda name, b: log.write(f"{name} {b}\n")
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        annotate(run["store"], run["sae"], out, motifs=str(run["motifs"]), cfg=Config(**CFG, block_bp=1500),
+                 progress=False, workers=1)
+    finally:
+        log.close()
+        dist.destroy_process_group()
+
+
+def test_two_ranks_split_the_strand_pass_and_equal_one_process(both, tmp_path):
+    import torch.multiprocessing as mp
+
+    one = _annotate(both, "strands_one", workers=1)
+    out = tmp_path / "two"
+    mp.spawn(_rank_main, args=(2, str(tmp_path / "pg"), both, str(out)), nprocs=2, join=True)
+    assert_same_annotation(one, out)
+    done = [{ln for ln in (tmp_path / f"two.blocks{r}").read_text().splitlines() if ln.startswith("strands")}
+            for r in range(2)]
+    assert done[0] and done[1] and not done[0] & done[1]
+
+
 def test_forward_option_writes_todays_tables(both):
     from genesae_fast.store.strands import rc_store_path
 

@@ -191,10 +191,6 @@ def annotate(store_path, sae_path, out, genome=None, *, motifs: str | None = "ja
     job.codes = code_cache_folder(work, inp.store.n_rows, inp.sae, passes=2 if job.strands == "both" else 1)
     res, tracks = annotate_streamed(job, work, workers=_workers(workers), checkpoint_blocks=checkpoint_blocks,
                                     progress=progress)
-    if job.strands == "both" and inp.motifs and _rank() == 0:  # rank 0 writes the folder
-        from genesae_fast.annotate.strand_scores import add_to_result
-
-        add_to_result(res, job, cfg, workers=_workers(workers), progress=progress)
     res.summary.update(_provenance(store_path, sae_path, inp, motifs, gff))
     if _rank() == 0:
         write_result(res, out, g, overwrite=True, pieces=(work / "pieces", len(job.blocks), tracks,
@@ -274,14 +270,26 @@ def _add_lm_knowledge(res, inp: Inputs, real_hits) -> None:
 
 def _strand_columns_in_memory(res, inp: Inputs, store_path, sae_path, cfg: Config, progress: bool) -> None:
     """The per-strand motif columns (``annotate.strand_scores``) for the in-memory path: the same
-    block-by-block pass the streamed path runs, in this process."""
+    block-by-block pass the streamed path runs, in this process (its state in a temporary folder)."""
+    import tempfile
+
+    import torch
+
+    from genesae_fast.annotate import stream as S
+    from genesae_fast.annotate.passes import worker_init
     from genesae_fast.annotate.strand_scores import add_to_result
     from genesae_fast.annotate.streamed import plan_job
 
     job = plan_job(store_path, sae_path, inp.genome, cfg, motifs=inp.motifs, pieces="", sae_loader=load_sae,
                    n_latents=n_latents_of(inp.sae))
     job.strands = "both"
-    add_to_result(res, job, cfg, workers=1, progress=progress)
+    threads = torch.get_num_threads()
+    worker_init(job)  # sets this process up as a worker would be (one torch thread)
+    try:
+        with tempfile.TemporaryDirectory(prefix="genesae-strands-") as state:
+            add_to_result(res, S.Runner(job, Path(state), "in-memory", progress=progress), cfg)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _fmt(v) -> str:

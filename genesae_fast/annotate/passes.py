@@ -141,6 +141,10 @@ def run_block(task):
         from genesae_fast.annotate.lm_knowledge import lm_block
 
         return b, lm_block(b, params)
+    if name == "strands":  # likewise
+        from genesae_fast.annotate.strand_scores import strand_block
+
+        return b, strand_block(b, params)
     fn = {"moments": moments_block, "counts": counts_block, "contexts": contexts_block}[name]
     out = fn(b, params)
     trim_heap()

@@ -18,12 +18,13 @@ columns exist only in both-strand runs; a one-pass annotation writes today's tab
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from genesae_fast.annotate import concepts as C
 from genesae_fast.annotate import passes as P
 from genesae_fast.annotate import tables as TB
-from genesae_fast.annotate.accumulators import Tally
 from genesae_fast.annotate.window import read_window
 
 STRAND_COLUMNS = ("recall_plus", "recall_minus", "f1_plus", "f1_minus", "strand")
@@ -35,12 +36,25 @@ def _strand_hits(hits: dict, strand: int) -> dict:
     return {k: np.asarray(v)[sel] for k, v in hits.items()}
 
 
-def strand_block(task) -> tuple[int, dict]:
-    """Per pass: (bases on (F, 2, T), Tally of the motifs' same-strand hits) of block ``b``.
+@dataclass
+class StrandTallies:
+    """Per pass name (``"plus"``, ``"minus"``): bases on (F, 2, T) and the motifs' :class:`Tally`."""
 
-    Runs in a worker set up by ``passes.worker_init`` with a both-strand job.
+    on: dict
+    tally: dict
+
+    def merge(self, o: "StrandTallies") -> "StrandTallies":
+        """Sum (the first operand's arrays are reused: merge into an accumulator)."""
+        return StrandTallies({k: self.on[k] + o.on[k] for k in self.on},
+                             {k: self.tally[k].merge(o.tally[k]) for k in self.tally})
+
+
+def strand_block(b: int, thr: np.ndarray) -> StrandTallies:
+    """Both passes' counts of block ``b`` at thresholds ``thr`` (F, T): each pass's codes against
+    the motifs' hits on the strand that pass reads.
+
+    Runs where ``passes.worker_init`` set up a both-strand job (a pool worker or this process).
     """
-    b, thr = task
     job, store, sae = P._resources()
     g0, g1 = job.blocks[b]
     F, T = thr.shape
@@ -48,71 +62,41 @@ def strand_block(task) -> tuple[int, dict]:
     pad = max(m.probs.shape[0] for m in job.motifs) - 1
     real = P._scan(job, job.motifs, g0, g1, pad)
     hi = max(g1, int(real["end"].max()) if real["end"].size else g1)
-    out = {}
+    on, tally = {}, {}
     for name, attr, strand in PASSES:
         w = read_window(getattr(store, attr), sae.sae, job.genome, g0, hi, job.split_block, F)
         own = w.owned(g0, g1)
         sub, _ = P._owned_acts(w.acts, own)
         hits = P._motif_hits(_strand_hits(real, strand), nm, g0, g1)
-        tally = P._tally(w.acts, w.layout, C.entry_levels(w.acts, thr), T, hits).narrow()  # smaller to pickle
-        out[name] = (P._on_counts(sub, w, own, thr), tally)
-    return b, out
+        tally[name] = P._tally(w.acts, w.layout, C.entry_levels(w.acts, thr), T, hits).narrow()  # smaller to pickle
+        on[name] = P._on_counts(sub, w, own, thr)
+    return StrandTallies(on, tally)
 
 
-def _fold(results, n_motifs: int, F: int, T: int) -> dict:
-    acc = {name: [np.zeros((F, 2, T), np.int64), Tally.empty(n_motifs, F, T)] for name, _, _ in PASSES}
-    for _, out in results:
-        for name, (on, tally) in out.items():
-            acc[name][0] = acc[name][0] + on
-            acc[name][1] = acc[name][1].merge(tally)
-    return acc
+def run_strand_pass(r, fmax: np.ndarray) -> StrandTallies:
+    """The ``strands`` pass over every block through the runner ``r`` (``annotate.stream``):
+    its pool, its torchrun ranks and its checkpoints, so an interrupted run resumes after the
+    last finished block. Each block's tallies are folded as they arrive (holding every
+    block's at once grew with the genome: 12 GB at 24.6 Mbp)."""
+    from genesae_fast.annotate import stream as S
+
+    thr = C.thresholds(np.asarray(fmax, np.float32), r.job.cfg.fractions)
+    return S.run_pass(r, "strands", {b: thr for b in range(len(r.job.blocks))})
 
 
-def _map(job, tasks: list, workers: int, progress: bool):
-    """``strand_block`` over ``tasks``, yielded as they finish (in order): in this process, or
-    a spawned pool of ``workers``. A generator, so the caller folds each block's tallies as it
-    arrives: a block's tallies are (motifs x features x thresholds), and holding every
-    block's at once grew with the genome (12 GB at 24.6 Mbp)."""
-    from tqdm.auto import tqdm
-
-    bar = dict(total=len(tasks), desc="strands", unit="block", disable=not progress)
-    if workers <= 1:
-        import torch
-
-        before = torch.get_num_threads()
-        P.worker_init(job)
-        try:
-            yield from (strand_block(t) for t in tqdm(tasks, **bar))
-        finally:
-            torch.set_num_threads(before)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=P.worker_init,
-                             initargs=(job,)) as pool:
-        yield from tqdm(pool.map(strand_block, tasks), **bar)
-
-
-def strand_scores(job, fmax: np.ndarray, active: np.ndarray, cfg, *, workers: int = 1,
-                  progress: bool = False) -> dict:
-    """Held-out scores of every (motif, feature) pair per strand.
+def strand_scores(acc: StrandTallies, active: np.ndarray) -> dict:
+    """Held-out scores of every (motif, feature) pair per strand from the pass's counts.
 
     Parameters
     ----------
-    job : passes.Job with ``strands == "both"`` and motifs
-    fmax : (F,) pooled maximum of each feature (thresholds are ``cfg.fractions`` of it)
+    acc : the folded :class:`StrandTallies` of every block
     active : (F,) bool, the features tested
 
     Returns
     -------
     dict ``"plus"``/``"minus"`` -> ``tables.held_out_scores`` dict of (n_motifs, F) arrays
     """
-    thr = C.thresholds(np.asarray(fmax, np.float32), cfg.fractions)
-    F, T = thr.shape
-    results = _map(job, [(b, thr) for b in range(len(job.blocks))], workers, progress)
-    acc = _fold(results, len(job.motifs), F, T)
-    return {name: TB.held_out_scores(t.tp, t.found, t.n_hits, on, active) for name, (on, t) in acc.items()}
+    return {name: TB.held_out_scores(t.tp, t.found, t.n_hits, acc.on[name], active) for name, t in acc.tally.items()}
 
 
 def strand_label(recall_plus: float, recall_minus: float) -> str:
@@ -143,17 +127,19 @@ def add_strand_columns(cs: dict, scores: dict, motif_ids: list) -> dict:
     return out
 
 
-def add_to_result(res, job, cfg, *, workers: int = 1, progress: bool = False) -> None:
-    """Score ``job``'s motifs per strand and add the columns to ``res.concept_summary``; the
-    summary gets ``strands`` and how many motifs' best features read each strand."""
+def add_to_result(res, r, cfg) -> None:
+    """Score the motifs of runner ``r``'s job per strand and add the columns to
+    ``res.concept_summary``; the summary gets ``strands`` and how many motifs' best features
+    read each strand. Every torchrun rank calls this (the pass sums their blocks)."""
+    job = r.job
     fmax = np.asarray(res.features["max_activation"], np.float32)
     active = np.asarray(res.features["n_active"]) >= cfg.min_active
-    scores = strand_scores(job, fmax, active, cfg, workers=workers, progress=progress)
+    scores = strand_scores(run_strand_pass(r, fmax), active)
     res.concept_summary = add_strand_columns(res.concept_summary, scores, [m.id for m in job.motifs])
     labels = [s for s, k in zip(res.concept_summary["strand"], res.concept_summary["kind"]) if k == "motif"]
     res.summary["strands"] = "both"
     res.summary["motif_best_feature_strand"] = {lab or "none": labels.count(lab) for lab in ("both", "+", "-", "")}
 
 
-__all__ = ["STRAND_COLUMNS", "add_strand_columns", "add_to_result", "strand_block", "strand_label",
-           "strand_scores"]
+__all__ = ["STRAND_COLUMNS", "StrandTallies", "add_strand_columns", "add_to_result", "run_strand_pass", "strand_block",
+           "strand_label", "strand_scores"]

@@ -138,6 +138,10 @@ def _passes(r, job: Job):
     res = TB.build_result(parts, cfg)
     lm = LK.streamed(r, job)
     LK.add_columns(res, lm, None if lm is not None else LK.absent_reason(ActivationStore.open(job.store_path)))
+    if job.strands == "both" and job.motifs:
+        from genesae_fast.annotate.strand_scores import add_to_result
+
+        add_to_result(res, r, cfg)
     tracks = TB.track_features(res.score, cfg.n_tracks)
     p3 = S.pass_contexts(r, specs, tracks)
     res.examples = examples_table(specs, job.genome, [p3.contexts[i] for i in range(len(specs))])
