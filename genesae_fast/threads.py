@@ -65,3 +65,36 @@ class ThreadTuner:
 
 
 __all__ = ["ThreadTuner"]
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(idle, total) jiffies of all CPUs from ``/proc/stat``; None where there is none."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [float(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 4:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return idle, sum(fields[:8])  # guest time is already counted in user time
+
+
+def busy_cores(sample_seconds: float = 0.3, cores: int | None = None) -> float:
+    """Cores other work keeps busy now: the non-idle share of CPU time over ``sample_seconds``
+    (this process sleeps meanwhile, so it counts nothing of its own) times ``cores``.
+
+    Why not the load average: it trails by a minute, so a job that has just finished (or
+    this process's own set-up work) still counts as busy. Falls back to the 1-minute load
+    average where ``/proc/stat`` is missing (macOS)."""
+    import time
+
+    cores = cores or os.cpu_count() or 1
+    a = _cpu_times()
+    if a is None:
+        return float(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0.0
+    time.sleep(sample_seconds)
+    b = _cpu_times()
+    if b is None or b[1] <= a[1]:
+        return float(os.getloadavg()[0])
+    return cores * (1.0 - (b[0] - a[0]) / (b[1] - a[1]))

@@ -1,6 +1,10 @@
 """genesae_fast.threads.ThreadTuner: the thread count follows the measured step times."""
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from genesae_fast.threads import ThreadTuner
 
 
@@ -29,3 +33,50 @@ def test_thread_tuner_keeps_the_faster_count(monkeypatch):
         tuner.after_step(step_time[tuner.current], elapsed)
     assert tuner.current == 2 and calls[-1] == 2
     assert ThreadTuner(3).candidates == [3]
+
+
+def test_busy_cores_is_the_non_idle_share_of_the_sample(monkeypatch):
+    from genesae_fast import threads
+
+    samples = iter([(100.0, 1000.0), (150.0, 1200.0)])  # 50 of 200 jiffies idle: 3/4 busy
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
+    assert threads.busy_cores(sample_seconds=0, cores=4) == pytest.approx(3.0)
+
+
+def test_busy_cores_falls_back_to_the_load_average(monkeypatch):
+    import os
+
+    from genesae_fast import threads
+
+    monkeypatch.setattr(threads, "_cpu_times", lambda: None)
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.5, 1.0, 1.0))
+    assert threads.busy_cores(sample_seconds=0, cores=2) == 5.5
+
+
+def test_busy_cores_sees_a_spinning_process():
+    import subprocess
+    import sys
+
+    from genesae_fast import threads
+
+    # this process sleeps while it samples; a child that spins keeps about one core busy
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 5: pass"])
+    try:
+        time.sleep(0.3)
+        assert threads.busy_cores(sample_seconds=0.5) >= 0.6
+    finally:
+        spin.kill()
+        spin.wait()
+
+
+def test_cpu_times_reads_proc_stat_when_there_is_one():
+    import os
+
+    from genesae_fast import threads
+
+    got = threads._cpu_times()
+    if not os.path.exists("/proc/stat"):
+        assert got is None
+    else:
+        idle, total = got
+        assert 0 <= idle <= total

@@ -47,15 +47,18 @@ DEFAULT_PATIENCE = 5
 
 
 def default_workers(batch_size: int, cores: int | None = None, load: float | None = None) -> int:
-    """The cores no other work keeps busy: ``cores`` minus the 1-minute load average
-    (rounded), at least 1, at most one worker per window of the batch.
+    """The cores no other work keeps busy: ``cores`` minus the busy cores (rounded; by
+    default :func:`genesae_fast.threads.busy_cores`, sampled now), at least 1, at most one
+    worker per window of the batch.
 
     Why not always all cores: workers meet every step, so each waits for the slowest; on a
     2-core VM at load average 11.7, two workers ran 0.85x the steps/s of one
     (benchmarks/bench_lm_train.py), while on a free machine each worker has its core.
     """
+    from genesae_fast.threads import busy_cores
+
     cores = cores or os.cpu_count() or 1
-    load = os.getloadavg()[0] if load is None else load
+    load = busy_cores(cores=cores) if load is None else load
     return max(1, min(cores - int(round(load)), int(batch_size)))
 
 
