@@ -321,3 +321,50 @@ def test_bad_budget_options(genome, tmp_path):
                                                         (2, 11.7, 32, 1), (16, 3.2, 32, 13), (16, 0.0, 4, 4)])
 def test_default_workers_leave_busy_cores(cores, load, batch, expect):
     assert lm_train.default_workers(batch, cores=cores, load=load) == expect
+
+
+def test_workers_exit_when_lm_train_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # a module the spawned workers can import: each writes its pid, then idles
+    (tmp_path / "idle_worker.py").write_text(
+        "import os, time\n"
+        "def idle(comm, folder):\n"
+        "    open(os.path.join(folder, f'w{comm.rank}'), 'w').write(str(os.getpid()))\n"
+        "    time.sleep(120)\n")
+    script = (f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n"
+              "from idle_worker import idle\n"
+              "from genesae_fast.models.lm_parallel import run_workers\n"
+              f"run_workers(2, idle, ({str(tmp_path)!r},))\n")
+    # started as a shell starts a background job (`genesae lm train ... &`): SIGINT ignored,
+    # which the workers inherit, so torch's parent-death SIGINT does not reach them
+    parent = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(tmp_path)},
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    files = [tmp_path / "w0", tmp_path / "w1"]
+    deadline = time.time() + 120
+    while not all(f.is_file() and f.read_text() for f in files) and time.time() < deadline:
+        time.sleep(0.2)
+    pids = [int(f.read_text()) for f in files]
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # a zombie (exited, not yet reaped) counts as gone
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+
+    deadline = time.time() + 30
+    while any(alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, "workers outlived their killed parent"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from typing import Callable
 
 
@@ -67,10 +68,31 @@ def sum_gradients(comm: LocalComm, parameters) -> None:
         offset += n
 
 
-def _worker(rank: int, world: int, rendezvous: str, threads: int, fn: Callable, args: tuple) -> None:
+PARENT_CHECK_SECONDS = 1.0
+
+
+def exit_with_parent(parent: int, every: float = PARENT_CHECK_SECONDS) -> None:
+    """Start a daemon thread that ends this process once ``parent`` is gone.
+
+    Why: ``mp.spawn`` children do not die with their parent. A ``genesae lm train`` killed by
+    SIGTERM or SIGKILL left its workers training on, busy for the rest of the budget and
+    slowing whatever ran next. A child whose parent died is re-parented, so its parent id
+    changes."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _worker(rank: int, world: int, rendezvous: str, threads: int, fn: Callable, args: tuple, parent: int) -> None:
     import torch
     import torch.distributed as dist
 
+    exit_with_parent(parent)
     torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
@@ -98,8 +120,8 @@ def run_workers(world: int, fn: Callable, args: tuple, *, threads: int = 1) -> N
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory(prefix="genesae-lm-") as tmp:
-        mp.spawn(_worker, args=(world, os.path.join(tmp, "rendezvous"), threads, fn, args), nprocs=world,
-                 join=True)
+        mp.spawn(_worker, args=(world, os.path.join(tmp, "rendezvous"), threads, fn, args, os.getpid()),
+                 nprocs=world, join=True)
 
 
-__all__ = ["GlooComm", "LocalComm", "run_workers", "sum_gradients"]
+__all__ = ["GlooComm", "LocalComm", "exit_with_parent", "run_workers", "sum_gradients"]
