@@ -27,6 +27,7 @@ from pathlib import Path
 CONFIGS = [
     ("one pass, layer 3", ["--strands", "forward", "--layer", "3"]),
     ("both strands, layer 3", ["--strands", "both", "--layer", "3"]),
+    ("both strands, layer 2", ["--strands", "both", "--layer", "2"]),
     ("one pass, layer auto", ["--strands", "forward", "--layer", "auto"]),
     ("default (both strands, layer auto)", []),
 ]
@@ -101,7 +102,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--length", type=int, default=1_000_000)
     ap.add_argument("--sites", type=int, default=400)
     ap.add_argument("--decoys", type=int, default=32)
-    ap.add_argument("--configs", default=None, help="Comma-separated configuration names [default: all available].")
+    ap.add_argument("--configs", default=None, help="Configuration names separated by ';' [default: all].")
     a = ap.parse_args(argv)
     from genesae_fast.planted.scores import results_markdown, score_run
 
@@ -112,7 +113,7 @@ def main(argv=None) -> dict:
     results = {"genome": {"length": manifest["length"], "sites_per_motif": manifest["sites_per_motif"],
                           "decoys": len(manifest["decoys"]), "seed": manifest["seed"]},
                "minutes": a.minutes, "lm": train_lm(out, a.minutes, log), "configs": {}}
-    wanted = None if a.configs is None else {c.strip() for c in a.configs.split(",")}
+    wanted = None if a.configs is None else {c.strip() for c in a.configs.split(";")}
     for name, args in CONFIGS:
         if wanted is not None and name not in wanted:
             continue

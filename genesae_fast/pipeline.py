@@ -470,6 +470,7 @@ def _extras(paths: _Paths, s: RunSettings) -> dict:
     if choice is not None:
         out["layer_choice"] = {k: v for k, v in choice.items() if k != "rows"}
         out["layer_choice"]["scores"] = {str(k): v for k, v in choice["scores"].items()}
+        out["layer_choice"]["mean_f1"] = {str(k): v for k, v in choice["mean_f1"].items()}
     return out
 
 

@@ -198,9 +198,11 @@ def test_score_counts_concepts_with_hits_at_f1_level():
     assert s["mean_best_f1"] == pytest.approx((0.3 + 0.29 + 0 + 0.9) / 4)
     assert (s["best_concept"], s["best_f1"]) == ("CDS(+)", 0.9)
     rows = [{"layer": 3, "score": 2, "mean_best_f1": 0.1}, {"layer": 1, "score": 2, "mean_best_f1": 0.2},
-            {"layer": 2, "score": 2, "mean_best_f1": 0.2}, {"layer": 4, "score": 1, "mean_best_f1": 0.9}]
-    assert pick(rows) == 1
-    assert pick(rows[:1] + rows[3:]) == 3
+            {"layer": 2, "score": 3, "mean_best_f1": 0.2}, {"layer": 4, "score": 1, "mean_best_f1": 0.9}]
+    assert pick(rows) == 4  # the mean decides, not the count at 0.3
+    assert pick(rows[:3]) == 2  # equal means: more concepts at 0.3
+    assert pick(rows[:2]) == 1
+    assert pick([dict(r, score=0) for r in rows[1:3]]) == 1  # all equal: the shallower layer
 
 
 @pytest.mark.parametrize("value, expect", [

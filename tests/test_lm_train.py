@@ -295,6 +295,7 @@ def test_early_stop_keeps_the_best_weights(genome, tmp_path, monkeypatch):
     m = lm_train.train_lm(genome, tmp_path / "es", **{**SMALL, "minutes": 1.0, "eval_every": 1, "patience": 2},
                           clock=StepClock(monkeypatch, 1.0))
     assert (m["steps"], m["best_step"], m["stop_reason"], m["val_bits_per_bp"]) == (4, 2, "patience", 2.0)
+    assert m["kept_weights"] == "best"
     assert [e["step"] for e in m["eval_curve"]] == [1, 2, 3, 4]
     assert [e["val_bits_per_bp"] for e in m["eval_curve"]] == [3.0, 2.0, 2.5, 2.6]
     saved = _weights(tmp_path / "es")
@@ -308,8 +309,25 @@ def test_early_stop_keeps_the_best_weights(genome, tmp_path, monkeypatch):
 
 def test_no_early_stop_without_patience(genome, tmp_path, monkeypatch):
     monkeypatch.setattr(lm_loop.LMTrainer, "val_bits", lambda self, val: 2.0 + self.step)  # always worse
+    import torch
+
+    seen = {}
+    real_step = lm_loop.LMTrainer.train_step
+
+    def recording_step(self, *args):
+        bits = real_step(self, *args)
+        seen[self.step] = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        return bits
+
+    monkeypatch.setattr(lm_loop.LMTrainer, "train_step", recording_step)
     m = lm_train.train_lm(genome, tmp_path / "np", **{**SMALL, "steps": 5, "eval_every": 1, "patience": 0})
-    assert (m["steps"], m["best_step"], m["stop_reason"]) == (5, 1, "steps")
+    assert (m["steps"], m["best_step"], m["stop_reason"], m["kept_weights"]) == (5, 1, "steps", "last")
+    assert m["val_bits_per_bp"] == 7.0  # the last check's, not the best one's
+    # without early stopping the last weights are kept, though an earlier check was better
+    saved = _weights(tmp_path / "np")
+    assert all(np.array_equal(saved[k], seen[5][k].numpy()) for k in saved)
+    assert not all(torch.equal(seen[1][k], seen[5][k]) for k in seen[1])
+    assert lm_train.DEFAULT_PATIENCE == 0
 
 
 def test_bad_budget_options(genome, tmp_path):
@@ -368,3 +386,42 @@ def test_workers_exit_when_lm_train_is_killed(tmp_path):
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert not left, "workers outlived their killed parent"
+
+
+def test_dropout_trains_differently_resumes_exactly_and_is_off_at_inference(genome, tmp_path, monkeypatch):
+    kw = {**SMALL, "steps": 6, "eval_every": 0, "minutes": 10.0, "dropout": 0.3}
+    lm_train.train_lm(genome, tmp_path / "whole", **kw)
+    # interrupted after 3 steps (a checkpoint after every step), then resumed: the same masks
+    clock = StepClock(monkeypatch, 1.0, fail_on_call=4)
+    with pytest.raises(KeyboardInterrupt):
+        lm_train.train_lm(genome, tmp_path / "cut", checkpoint_seconds=0, clock=clock, **kw)
+    lm_train.train_lm(genome, tmp_path / "cut", **kw)
+    whole, cut = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert all(np.array_equal(whole[k], cut[k]) for k in whole)
+    lm_train.train_lm(genome, tmp_path / "plain", **{**kw, "dropout": 0.0})
+    plain = _weights(tmp_path / "plain")
+    assert not all(np.array_equal(whole[k], plain[k]) for k in whole)
+    assert json.loads((tmp_path / "whole" / "lm_config.json").read_text())["dropout"] == 0.3
+    # inference: eval mode, no masks; two extractions agree exactly
+    model = load_model(str(tmp_path / "whole"), device="cpu")
+    a, b = (np.concatenate([blk.activations for blk in model.extract("ACGTTGCA" * 40, layer=2)]) for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputError, match="--dropout"):
+        lm_train.train_lm(genome, tmp_path / "bad", **{**kw, "dropout": 1.0})
+
+
+def test_configs_without_dropout_build_the_same_network():
+    import torch
+
+    from genesae_fast.models.builtin import build_network, make_config
+
+    cfg = make_config(d_model=8, n_layers=2, dropout=0.5)
+    old = {k: v for k, v in cfg.items() if k != "dropout"}  # lm_config.json written before dropout existed
+    torch.manual_seed(0)
+    a = build_network(cfg).eval()
+    torch.manual_seed(0)
+    b = build_network(old).eval()
+    ids = torch.randint(0, 4, (2, 50))
+    assert all(isinstance(blk.drop, torch.nn.Dropout) for blk in b.blocks) and b.blocks[0].drop.p == 0.0
+    with torch.no_grad():
+        torch.testing.assert_close(a(ids), b(ids), rtol=0, atol=0)

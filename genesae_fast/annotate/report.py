@@ -373,8 +373,9 @@ def _run_extras(s: dict) -> list:
     out = []
     lc = s.get("layer_choice")
     if lc:
-        scores = ", ".join(f"{k}: {v}" for k, v in (lc.get("scores") or {}).items())
-        out.append((f"layer chosen on the select split (concepts with F1 ≥ 0.3 per layer: {scores})", lc.get("layer")))
+        from genesae_fast.layer_choice import per_layer_text
+
+        out.append((f"layer chosen on the select split ({per_layer_text(lc)})", lc.get("layer")))
     sp = s.get("seed_spread")
     if sp and sp.get("measured"):
         out.append((f"median (max {sp['max_range']:.3f}) range of held-out best F1 over {sp['seeds']} SAE seeds, "

@@ -52,7 +52,8 @@ def receptive_fields(n_layers: int, kernel_size: int = 3) -> list[int]:
     return fields
 
 
-def make_config(d_model: int = 48, n_layers: int = 6, kernel_size: int = 3, context: int = 512) -> dict:
+def make_config(d_model: int = 48, n_layers: int = 6, kernel_size: int = 3, context: int = 512,
+                dropout: float = 0.0) -> dict:
     """A complete ``lm_config.json`` dict for the given sizes."""
     fields = receptive_fields(n_layers, kernel_size)
     # windows overlap by at least the deepest receptive field, so the owned half of the
@@ -75,6 +76,7 @@ def make_config(d_model: int = 48, n_layers: int = 6, kernel_size: int = 3, cont
             for i, f in enumerate(fields)
         },
         "context": int(context),
+        "dropout": float(dropout),
         "default_window": int(window),
         "default_stride": int(window - 2 * overlap),
         "weights": WEIGHTS_FILE,
@@ -99,25 +101,26 @@ def build_network(config: dict):
             return x * scale * self.weight[None, :, None]
 
     class GatedBlock(nn.Module):
-        def __init__(self, d: int, kernel: int, dilation: int):
+        def __init__(self, d: int, kernel: int, dilation: int, dropout: float):
             super().__init__()
             self.pad = (kernel - 1) * dilation
             self.norm = RMSNorm(d)
             self.conv = nn.Conv1d(d, 2 * d, kernel, dilation=dilation)
             self.out = nn.Conv1d(d, d, 1)
+            self.drop = nn.Dropout(dropout)  # training only (eval mode: identity); no weights
 
         def forward(self, x):
             h = F.pad(self.norm(x), (self.pad, 0))  # left padding only: causal
             a, b = self.conv(h).chunk(2, dim=1)
-            return x + self.out(torch.tanh(a) * torch.sigmoid(b))
+            return x + self.drop(self.out(torch.tanh(a) * torch.sigmoid(b)))
 
     class GatedCNN(nn.Module):
         """[B, L] base codes -> [B, 4, L] logits of the next base."""
 
-        def __init__(self, d: int, n_layers: int, kernel: int):
+        def __init__(self, d: int, n_layers: int, kernel: int, dropout: float):
             super().__init__()
             self.embed = nn.Embedding(len(VOCAB), d)
-            self.blocks = nn.ModuleList(GatedBlock(d, kernel, 2**i) for i in range(n_layers))
+            self.blocks = nn.ModuleList(GatedBlock(d, kernel, 2**i, dropout) for i in range(n_layers))
             self.norm = RMSNorm(d)
             self.head = nn.Conv1d(d, 4, 1)
 
@@ -127,7 +130,8 @@ def build_network(config: dict):
                 x = block(x)
             return self.head(self.norm(x))
 
-    return GatedCNN(config["d_model"], config["n_layers"], config["kernel_size"])
+    # configs written before dropout existed have no key: they trained without it
+    return GatedCNN(config["d_model"], config["n_layers"], config["kernel_size"], float(config.get("dropout", 0.0)))
 
 
 def evaluate_bits(net, segments, receptive_field: int, device, chunk: int = 1 << 16) -> tuple[float, int]:

@@ -50,6 +50,7 @@ class LMSettings:
     seed: int
     batch_size: int
     lr: float
+    dropout: float = 0.0  # on each block's residual branch, training only
 
 
 @dataclass
@@ -107,7 +108,8 @@ class LMTrainer:
 
         self.settings, self.checkpoint_path, self.clock = settings, checkpoint_path, clock
         self.comm = comm or LocalComm()
-        self.config = make_config(d_model=settings.d_model, n_layers=settings.n_layers, context=settings.context)
+        self.config = make_config(d_model=settings.d_model, n_layers=settings.n_layers, context=settings.context,
+                                  dropout=settings.dropout)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(settings.seed)
         self.net = build_network(self.config).to(self.device)
@@ -133,8 +135,9 @@ class LMTrainer:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise InputError(f"{path}: a checkpoint of an older trainer; delete it to start over")
         want = asdict(self.settings)
-        if state.get("settings") != want:
-            diff = sorted(k for k in want if state.get("settings", {}).get(k) != want[k])
+        saved = {"dropout": 0.0, **state.get("settings", {})}  # checkpoints from before dropout existed
+        if saved != want:
+            diff = sorted(k for k in want if saved.get(k) != want[k])
             raise InputError(f"--out {path.parent}: holds a training run with other settings ({', '.join(diff)}); "
                              "use another folder")
         self.net.load_state_dict(state["model"])
@@ -166,6 +169,9 @@ class LMTrainer:
         batch = step_windows(stream, s.batch_size, s.context + 1, seed=s.seed, step=self.step)
         n_all = int((batch[:, 1:] < 4).sum())
         windows = torch.as_tensor(batch[comm.rank :: comm.world], device=self.device)
+        if s.dropout > 0:
+            # masks from (seed, step, worker) alone: a resumed run draws the same ones
+            torch.manual_seed((s.seed * 1_000_003 + self.step) * 64 + comm.rank)
         mean, n = lm_loss(self.net, windows)
         loss = mean * (n.to(mean.dtype) / max(n_all, 1))  # this share's part of the whole batch's mean
         self.opt.zero_grad(set_to_none=True)
@@ -235,11 +241,17 @@ class LMTrainer:
         bar.close()
         self.finish(val, reason)
 
+    @property
+    def keeps_best(self) -> bool:
+        """Early stopping (patience > 0) keeps the best checked weights; a run over the whole
+        budget (patience 0) keeps its last weights."""
+        return self.early.patience > 0
+
     def finish(self, val, reason: str) -> None:
-        """Score the last step too, load the best weights and checkpoint them (the end of a run)."""
+        """Score the last step too, load the kept weights and checkpoint them (the end of a run)."""
         if self.step > 0:
             self.evaluate(val)
-        if self.best_state is not None:
+        if self.keeps_best and self.best_state is not None:
             self.net.load_state_dict(self.best_state)
         self.stop_reason = reason
         self.checkpoint()
