@@ -6,6 +6,9 @@ than one (measured on a loaded 2-core VM: 5 s against 1.2 s an LM step; 4.2k aga
 timed with each candidate (1 thread and all cores), the fastest is kept, and the probe
 repeats every ``recheck_seconds`` of training time. The caller measures the steps with
 its own clock, so tests can drive the tuner with made-up durations.
+
+:func:`busy_cores` tells how many cores other work keeps busy right now (``lm train``
+starts one worker per free core).
 """
 from __future__ import annotations
 
@@ -64,7 +67,6 @@ class ThreadTuner:
             self._next_probe = elapsed + self.recheck_seconds
 
 
-__all__ = ["ThreadTuner"]
 
 
 def _cpu_times() -> tuple[float, float] | None:
@@ -98,3 +100,6 @@ def busy_cores(sample_seconds: float = 0.3, cores: int | None = None) -> float:
     if b is None or b[1] <= a[1]:
         return float(os.getloadavg()[0])
     return cores * (1.0 - (b[0] - a[0]) / (b[1] - a[1]))
+
+
+__all__ = ["ThreadTuner", "busy_cores"]

@@ -287,7 +287,9 @@ def _strand_columns_in_memory(res, inp: Inputs, store_path, sae_path, cfg: Confi
     worker_init(job)  # sets this process up as a worker would be (one torch thread)
     try:
         with tempfile.TemporaryDirectory(prefix="genesae-strands-") as state:
-            add_to_result(res, S.Runner(job, Path(state), "in-memory", progress=progress), cfg)
+            # one checkpoint at the end only: this reference path never resumes
+            runner = S.Runner(job, Path(state), "in-memory", checkpoint_blocks=len(job.blocks), progress=progress)
+            add_to_result(res, runner, cfg)
     finally:
         torch.set_num_threads(threads)
 

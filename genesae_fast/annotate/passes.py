@@ -137,15 +137,12 @@ def run_block(task):
 
     name, b, params = task
     _OPEN["job"] = remap(_OPEN["job"])
-    if name == "lm_knowledge":  # its module builds on this one, so it is imported here
-        from genesae_fast.annotate.lm_knowledge import lm_block
-
-        return b, lm_block(b, params)
-    if name == "strands":  # likewise
-        from genesae_fast.annotate.strand_scores import strand_block
-
-        return b, strand_block(b, params)
-    fn = {"moments": moments_block, "counts": counts_block, "contexts": contexts_block}[name]
+    if name == "lm_knowledge":  # these two modules build on this one, so they are imported here
+        from genesae_fast.annotate.lm_knowledge import lm_block as fn
+    elif name == "strands":
+        from genesae_fast.annotate.strand_scores import strand_block as fn
+    else:
+        fn = {"moments": moments_block, "counts": counts_block, "contexts": contexts_block}[name]
     out = fn(b, params)
     trim_heap()
     return b, out

@@ -44,7 +44,7 @@ class StrandTallies:
     tally: dict
 
     def merge(self, o: "StrandTallies") -> "StrandTallies":
-        """Sum (the first operand's arrays are reused: merge into an accumulator)."""
+        """Sum (the first operand's tallies are reused: merge into an accumulator, not into a shared value)."""
         return StrandTallies({k: self.on[k] + o.on[k] for k in self.on},
                              {k: self.tally[k].merge(o.tally[k]) for k in self.tally})
 

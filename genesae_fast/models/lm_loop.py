@@ -3,9 +3,11 @@
 Every worker (see ``lm_parallel``) runs the same loop on its share of each step's batch;
 the gradients are summed before the optimiser step, so all workers hold the same weights.
 Every ``eval_every`` steps the held-out ``val`` bits/bp are measured (each worker scores a
-share of the bases, the sums are exchanged); the best weights so far are kept, and
-training stops after ``patience`` evaluations without improvement, when the time budget
-is spent, or after ``max_steps`` steps. The learning rate follows a cosine over the budget
+share of the bases, the sums are exchanged) and the best weights so far are remembered.
+Training stops when the time budget is spent, after ``max_steps`` steps, or, with
+``patience`` > 0, after that many evaluations without improvement. The model keeps the
+last weights, or with ``patience`` > 0 the best checked ones (:meth:`LMTrainer.load_kept`);
+the checkpoint always holds the last weights, so a resumed run continues where it stopped. The learning rate follows a cosine over the budget
 (the time budget, or ``max_steps`` when given: then the weights do not depend on timing).
 """
 from __future__ import annotations
@@ -60,7 +62,7 @@ class Budget:
     seconds: float
     max_steps: int | None = None
     eval_every: int = 100
-    patience: int = 5
+    patience: int = 0
     checkpoint_seconds: float = 30.0
 
 
@@ -103,7 +105,7 @@ class LMTrainer:
     """The network, optimiser, early-stop state and clock of one worker of a training run (resumable)."""
 
     def __init__(self, settings: LMSettings, checkpoint_path: Path, *, clock: Callable[[], float] = time.perf_counter,
-                 comm=None, patience: int = 5, device=None):
+                 comm=None, patience: int = 0, device=None):
         import torch
 
         self.settings, self.checkpoint_path, self.clock = settings, checkpoint_path, clock
@@ -169,10 +171,11 @@ class LMTrainer:
         batch = step_windows(stream, s.batch_size, s.context + 1, seed=s.seed, step=self.step)
         n_all = int((batch[:, 1:] < 4).sum())
         windows = torch.as_tensor(batch[comm.rank :: comm.world], device=self.device)
-        if s.dropout > 0:
-            # masks from (seed, step, worker) alone: a resumed run draws the same ones
-            torch.manual_seed((s.seed * 1_000_003 + self.step) * 64 + comm.rank)
-        mean, n = lm_loss(self.net, windows)
+        with torch.random.fork_rng(devices=[], enabled=s.dropout > 0):  # the caller's RNG is left as it was
+            if s.dropout > 0:
+                # masks from (seed, step, worker) alone: a resumed run draws the same ones
+                torch.manual_seed(int(np.random.SeedSequence([s.seed, self.step, comm.rank]).generate_state(1)[0]))
+            mean, n = lm_loss(self.net, windows)
         loss = mean * (n.to(mean.dtype) / max(n_all, 1))  # this share's part of the whole batch's mean
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -215,7 +218,7 @@ class LMTrainer:
         return ""
 
     def run(self, stream: np.ndarray, val, budget: Budget, *, progress: bool = True) -> None:
-        """Train until a stop (:meth:`_stop`), then keep the best weights and write a checkpoint."""
+        """Train until a stop (:meth:`_stop`), then score the last step and write a checkpoint."""
         from tqdm.auto import tqdm
 
         warmup = min(100, max(1, budget.max_steps or int(budget.seconds)))
@@ -248,13 +251,19 @@ class LMTrainer:
         return self.early.patience > 0
 
     def finish(self, val, reason: str) -> None:
-        """Score the last step too, load the kept weights and checkpoint them (the end of a run)."""
+        """Score the last step too and checkpoint the last weights (the end of a run)."""
         if self.step > 0:
             self.evaluate(val)
-        if self.keeps_best and self.best_state is not None:
-            self.net.load_state_dict(self.best_state)
         self.stop_reason = reason
         self.checkpoint()
+
+    def load_kept(self) -> str:
+        """Load the weights the model keeps into ``net``: the best checked ones with early
+        stopping, else the last (already there); returns ``"best"`` or ``"last"``."""
+        if self.keeps_best and self.best_state is not None:
+            self.net.load_state_dict(self.best_state)
+            return "best"
+        return "last"
 
 
 __all__ = ["Budget", "EarlyStop", "LMSettings", "LMTrainer", "lm_loss", "save_checkpoint"]

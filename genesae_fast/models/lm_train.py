@@ -69,8 +69,7 @@ def default_workers(batch_size: int, cores: int | None = None, load: float | Non
 
 
 def train_lm(genome: str | os.PathLike, out: str | os.PathLike, *, minutes: float = 10.0, n_layers: int = 6,
-             d_model: int = 48, context: int = 512, seed: int = 0, batch_size: int = 32, lr: float = 3e-3,
-             dropout: float = 0.0,
+             d_model: int = 48, context: int = 512, seed: int = 0, batch_size: int = 32, lr: float = 3e-3, dropout: float = 0.0,
              workers: int | None = None, threads: int = 1, steps: int | None = None,
              eval_every: int = DEFAULT_EVAL_EVERY, patience: int = DEFAULT_PATIENCE, checkpoint_seconds: float = 30.0,
              max_markov_order: int = 10, progress: bool = True, clock: Callable[[], float] = time.perf_counter) -> dict:
@@ -110,13 +109,11 @@ def train_lm(genome: str | os.PathLike, out: str | os.PathLike, *, minutes: floa
     dict
         The metrics written to ``metrics.json``.
     """
-    genome, out = _check_inputs(genome, out, minutes, n_layers, d_model, context)
+    genome, out = _check_inputs(genome, out, minutes, n_layers, d_model, context, dropout)
     if steps is not None and steps < 0 or eval_every < 0 or patience < 0:
         raise InputError("--steps, --eval-every and --patience must be >= 0")
     data = load_lm_data(genome)
     context = int(min(context, len(data.stream) - 1))
-    if not 0.0 <= float(dropout) < 1.0:
-        raise InputError(f"--dropout {dropout}: expected a fraction in [0, 1)")
     settings = LMSettings(d_model, n_layers, context, data.genome_sha256, seed, batch_size, lr, float(dropout))
     budget = Budget(60.0 * minutes, steps, eval_every, patience, checkpoint_seconds)
     world = min(int(workers), batch_size) if workers else default_workers(batch_size)
@@ -144,10 +141,12 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _check_inputs(genome, out, minutes, n_layers, d_model, context) -> tuple[Path, Path]:
+def _check_inputs(genome, out, minutes, n_layers, d_model, context, dropout) -> tuple[Path, Path]:
     """The genome file and the (created) output folder; one-line InputError for bad options."""
     if minutes < 0:
         raise InputError(f"--minutes {minutes}: must be >= 0")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise InputError(f"--dropout {dropout}: expected a fraction in [0, 1)")
     if n_layers < 1 or d_model < 1 or context < 2:
         raise InputError("--layers and --d-model must be >= 1 and --context >= 2")
     genome = Path(genome)
@@ -190,12 +189,13 @@ def _write_model(trainer: LMTrainer, data: LMData, out: Path, max_markov_order: 
 
     settings = asdict(trainer.settings)
     early = trainer.early
+    kept = trainer.load_kept()
     metrics = {
         **heldout_metrics(trainer, data, max_markov_order),
         "val_bits_per_bp": (early.best_bits if trainer.keeps_best else early.curve[-1]["val_bits_per_bp"])
         if early.curve else None,
         "best_step": early.best_step,
-        "kept_weights": "best" if trainer.keeps_best and early.curve else "last",
+        "kept_weights": kept,
         "stop_reason": trainer.stop_reason,
         "train_final_bits_per_bp": trainer.smooth,
         "train_seconds": trainer.elapsed,
@@ -211,7 +211,8 @@ def _write_model(trainer: LMTrainer, data: LMData, out: Path, max_markov_order: 
         "eval_curve": early.curve,
     }
     config = trainer.config
-    config["training"] = {k: metrics[k] for k in ("genome", "genome_sha256", "steps", "best_step", "train_seconds")}
+    config["training"] = {k: metrics[k] for k in ("genome", "genome_sha256", "steps", "best_step", "kept_weights",
+                                                  "train_seconds")}
     config["training"].update(settings)
     state = {k: v.detach().cpu().contiguous() for k, v in trainer.net.state_dict().items()}
     tmp = out / (WEIGHTS_FILE + ".tmp")
