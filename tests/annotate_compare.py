@@ -118,3 +118,20 @@ def random_records(rng: np.random.Generator, lengths, n_runs: int = 0, prefix: s
                 s[a:a + int(rng.integers(1, 300))] = "N"
         out.append((f"{prefix}{i}", "".join(s)))
     return out
+
+
+def annotate_as_rank(rank: int, world: int, init_file: str, run: dict, out: str, cfg) -> None:
+    """One gloo rank of a torchrun-style annotation of ``run`` into ``out`` (for ``mp.spawn``);
+    each rank logs the blocks it ran as "pass block" lines to ``out.blocks<rank>``."""
+    import torch.distributed as dist
+
+    from genesae_fast.annotate import annotate, stream
+
+    log = open(f"{out}.blocks{rank}", "w")
+    stream.BLOCK_HOOK = lambda name, b: log.write(f"{name} {b}\n")
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        annotate(run["store"], run["sae"], out, motifs=str(run["motifs"]), cfg=cfg, progress=False, workers=1)
+    finally:
+        log.close()
+        dist.destroy_process_group()

@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from annotate_compare import assert_same_annotation, make_store, random_records
+from annotate_compare import annotate_as_rank, assert_same_annotation, make_store, random_records
 
 from genesae_fast.annotate.core import Config
 from genesae_fast.errors import InputError
@@ -157,28 +157,13 @@ def synthetic_records_lengths(run):
     return [(r.name, r.sequence) for r in read_fasta(run["fasta"])]
 
 
-def _rank_main(rank, world, init_file, run, out):
-    import torch.distributed as dist
-
-    from genesae_fast.annotate import annotate, stream
-
-    log = open(f"{out}.blocks{rank}", "w")
-    stream.BLOCK_HOOK = lambda name, b: log.write(f"{name} {b}\n")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        annotate(run["store"], run["sae"], out, motifs=str(run["motifs"]), cfg=Config(**CFG, block_bp=1100),
-                 progress=False, workers=1)
-    finally:
-        log.close()
-        dist.destroy_process_group()
-
-
 def test_two_ranks_under_gloo_equal_one_process(synthetic, tmp_path):
     import torch.multiprocessing as mp
 
     one = _streamed(synthetic, Config(**CFG, block_bp=1100), "rank1", workers=1)
     out = tmp_path / "two"
-    mp.spawn(_rank_main, args=(2, str(tmp_path / "pg"), synthetic, str(out)), nprocs=2, join=True)
+    mp.spawn(annotate_as_rank, args=(2, str(tmp_path / "pg"), synthetic, str(out), Config(**CFG, block_bp=1100)),
+             nprocs=2, join=True)
     assert_same_annotation(one, out)
     assert not (tmp_path / "two.partial").exists()
     # the ranks really split the blocks: disjoint, together all of them

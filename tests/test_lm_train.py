@@ -276,13 +276,8 @@ def _weights_init(genome, tmp_path):
     return _weights(tmp_path / "zero")
 
 
-def test_early_stop_keeps_the_best_weights(genome, tmp_path, monkeypatch):
-    """Scripted held-out bits 3, 2, 2.5, 2.6 with patience 2: training stops at step 4 and
-    the folder holds the weights of step 2."""
-    import torch
-
-    script = iter([3.0, 2.0, 2.5, 2.6, 1.0, 1.0])
-    monkeypatch.setattr(lm_loop.LMTrainer, "val_bits", lambda self, val: next(script))
+def _record_weights_per_step(monkeypatch) -> dict:
+    """Step number -> a copy of the weights after that step, filled in as training runs."""
     seen = {}
     real_step = lm_loop.LMTrainer.train_step
 
@@ -292,6 +287,17 @@ def test_early_stop_keeps_the_best_weights(genome, tmp_path, monkeypatch):
         return bits
 
     monkeypatch.setattr(lm_loop.LMTrainer, "train_step", recording_step)
+    return seen
+
+
+def test_early_stop_keeps_the_best_weights(genome, tmp_path, monkeypatch):
+    """Scripted held-out bits 3, 2, 2.5, 2.6 with patience 2: training stops at step 4 and
+    the folder holds the weights of step 2."""
+    import torch
+
+    script = iter([3.0, 2.0, 2.5, 2.6, 1.0, 1.0])
+    monkeypatch.setattr(lm_loop.LMTrainer, "val_bits", lambda self, val: next(script))
+    seen = _record_weights_per_step(monkeypatch)
     m = lm_train.train_lm(genome, tmp_path / "es", **{**SMALL, "minutes": 1.0, "eval_every": 1, "patience": 2},
                           clock=StepClock(monkeypatch, 1.0))
     assert (m["steps"], m["best_step"], m["stop_reason"], m["val_bits_per_bp"]) == (4, 2, "patience", 2.0)
@@ -311,15 +317,7 @@ def test_no_early_stop_without_patience(genome, tmp_path, monkeypatch):
     monkeypatch.setattr(lm_loop.LMTrainer, "val_bits", lambda self, val: 2.0 + self.step)  # always worse
     import torch
 
-    seen = {}
-    real_step = lm_loop.LMTrainer.train_step
-
-    def recording_step(self, *args):
-        bits = real_step(self, *args)
-        seen[self.step] = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
-        return bits
-
-    monkeypatch.setattr(lm_loop.LMTrainer, "train_step", recording_step)
+    seen = _record_weights_per_step(monkeypatch)
     m = lm_train.train_lm(genome, tmp_path / "np", **{**SMALL, "steps": 5, "eval_every": 1, "patience": 0})
     assert (m["steps"], m["best_step"], m["stop_reason"], m["kept_weights"]) == (5, 1, "steps", "last")
     assert m["val_bits_per_bp"] == 7.0  # the last check's, not the best one's

@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from annotate_compare import TABLES, assert_same_annotation, assert_same_tsv, random_records
+from annotate_compare import TABLES, annotate_as_rank, assert_same_annotation, assert_same_tsv, random_records
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -154,28 +154,13 @@ def test_interrupted_strand_pass_resumes_after_its_last_finished_block(both, mon
     assert_same_annotation(whole, out)
 
 
-def _rank_main(rank, world, init_file, run, out):
-    import torch.distributed as dist
-
-    from genesae_fast.annotate import annotate, stream
-
-    log = open(f"{out}.blocks{rank}", "w")
-    stream.BLOCK_HOOK = lambda name, b: log.write(f"{name} {b}\n")
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        annotate(run["store"], run["sae"], out, motifs=str(run["motifs"]), cfg=Config(**CFG, block_bp=1500),
-                 progress=False, workers=1)
-    finally:
-        log.close()
-        dist.destroy_process_group()
-
-
 def test_two_ranks_split_the_strand_pass_and_equal_one_process(both, tmp_path):
     import torch.multiprocessing as mp
 
     one = _annotate(both, "strands_one", workers=1)
     out = tmp_path / "two"
-    mp.spawn(_rank_main, args=(2, str(tmp_path / "pg"), both, str(out)), nprocs=2, join=True)
+    mp.spawn(annotate_as_rank, args=(2, str(tmp_path / "pg"), both, str(out), Config(**CFG, block_bp=1500)),
+             nprocs=2, join=True)
     assert_same_annotation(one, out)
     done = [{ln for ln in (tmp_path / f"two.blocks{r}").read_text().splitlines() if ln.startswith("strands")}
             for r in range(2)]
