@@ -31,7 +31,9 @@ from genesae_fast.annotate import tables as TB
 from genesae_fast.annotate.peaks import Candidates, example_specs, examples_table, feature_logos, select_peaks
 from genesae_fast.annotate.tables import Result  # noqa: F401  (re-exported: callers import it from here)
 
-NEURON_FRACTIONS = (0.15, 0.5, 0.6, 0.8)
+# the SAE's grid less 0 (a neuron is dense: > 0 fires almost everywhere); the same top
+# thresholds, so the baseline gets the same chance at precision
+NEURON_FRACTIONS = tuple(f for f in C.DEFAULT_FRACTIONS if f > 0)
 
 
 @dataclass
