@@ -76,3 +76,20 @@ def test_random_scores_choices_never_read_held_out_values(seed):
     empty = TB.pair_table(None, active, CFG)[1]
     la, lb = TB.best_list(best_a, empty, 0.05), TB.best_list(best_b, empty, 0.05)
     assert [e["feature"] for e in la] == [e["feature"] for e in lb]
+
+
+def test_features_with_a_concept_count_any_significant_pair_of_tested_features():
+    # feature 0: its best concept (select .9, a base-rate CDS) is not significant, another
+    # concept is (q .001): it has a significant concept. Feature 1: nothing significant.
+    # Feature 2: significant but not tested (inactive): not counted.
+    gene = scores("gene", [[0.9, 0.5, 0.5], [0.1, 0.2, 0.1]], [[0.6, 0.5, 0.5], [0.05, 0.2, 0.9]],
+                  [[0.9, 0.9, 0.001], [0.001, 0.5, 0.001]])
+    active = np.array([True, True, False])
+    _, best_c = TB.pair_table(gene, active, CFG)
+    _, best_m = TB.pair_table(None, active, CFG)
+    assert best_c.label[0] == "gene0" and best_c.qvalue[0] == 0.9  # the best concept alone would say none
+    stats = SimpleNamespace(active=active, n_features=3, n_tokens=10, fvu=0.1, l0=2.0, n_active=np.array([5, 5, 0]))
+    cs = {"f1": [0.6, 0.2], "neuron_f1": [0.1, 0.1], "qvalue": [0.9, 0.5]}
+    s = TB.summary_dict(stats, None, gene, cs, best_m, best_c, SimpleNamespace(qvalue=0.05, fractions=(0.5,)),
+                        genome_bp=10, split_block=5)
+    assert (s["features_with_gene_concept"], s["features_with_motif"], s["features_with_any_concept"]) == (1, 0, 1)

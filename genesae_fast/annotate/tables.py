@@ -312,13 +312,24 @@ def track_features(score: np.ndarray, n_tracks: int) -> list:
     return out
 
 
+def _any_significant(scores: ConceptScores | None, best: BestConcept, level: float) -> np.ndarray:
+    """Per feature: whether any of its concepts of this kind has q <= ``level`` (the q-values are
+    Benjamini-Hochberg over all pairs, so counting every significant pair is what they
+    control). Not only the best concept: on a genome that is 88% coding a feature's highest
+    F1 is often CDS at its base rate (not significant) while it also marks start codons at
+    q 1e-20, and counting the best concept only reported 0 such features."""
+    if scores is None or scores.q.size == 0:
+        return np.nan_to_num(best.qvalue, nan=1.0) <= level
+    return (np.nan_to_num(scores.q, nan=1.0) <= level).any(axis=0)
+
+
 def summary_dict(stats: FeatureStats, motif: ConceptScores | None, gene: ConceptScores | None, cs: dict,
                  best_m: BestConcept, best_c: BestConcept, cfg, *, genome_bp: int, split_block: int) -> dict:
     """summary.json (without the provenance keys added by the caller)."""
     tested = int(stats.active.sum())
     motif_names = motif.names if motif else []
-    sig_m = np.nan_to_num(best_m.qvalue, nan=1.0) <= cfg.qvalue
-    sig_c = np.nan_to_num(best_c.qvalue, nan=1.0) <= cfg.qvalue
+    sig_m = _any_significant(motif, best_m, cfg.qvalue) & stats.active.astype(bool)
+    sig_c = _any_significant(gene, best_c, cfg.qvalue) & stats.active.astype(bool)
     cs_f1 = np.array(cs["f1"]) if cs["f1"] else np.zeros(0)
     cs_nf1 = np.nan_to_num(np.array(cs["neuron_f1"], dtype=float)) if cs["neuron_f1"] else np.zeros(0)
     F = stats.n_features
