@@ -1,7 +1,6 @@
 """Options shared by several commands."""
 from __future__ import annotations
 
-import os
 
 import click
 
@@ -25,12 +24,19 @@ def genome_option(fn):
     )(fn)
 
 
+def _all_cores() -> int:
+    """The cores this process may use (its CPU affinity), imported only when a default is needed."""
+    from genesae_fast.threads import usable_cores
+
+    return usable_cores()
+
+
 def threads_option(fn):
     """``--threads N``: worker threads for native code; all cores by default."""
     return click.option(
         "--threads",
         type=click.IntRange(min=1),
-        default=lambda: os.cpu_count() or 1,
+        default=_all_cores,
         show_default="all cores",
         help="Worker threads.",
     )(fn)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from genesae_fast.errors import InputError
+from genesae_fast.threads import usable_cores
 
 # TF binding sites are ~6-20 bp; a block whose receptive field first reaches a typical
 # motif's width gave the best SAE features in notes/sae-motif-calibration.md.
@@ -405,7 +406,7 @@ def _n_workers(workers, *, remaining_rows: int, n_chunks: int, usable: bool) -> 
     job), never more than the chunks left; 1 where workers cannot be used."""
     if not usable:
         return 1
-    n = int(workers) if workers else min(os.cpu_count() or 1, max(1, remaining_rows // MIN_ROWS_PER_WORKER))
+    n = int(workers) if workers else min(usable_cores(), max(1, remaining_rows // MIN_ROWS_PER_WORKER))
     return max(1, min(n, n_chunks))
 
 

@@ -68,7 +68,8 @@ def _code_arrays(records: Iterable[Record | np.ndarray]) -> list[np.ndarray]:
     return arrays
 
 
-def _check(k: int, threads: int, min_count: int, method: str) -> None:
+def check_count_options(k: int, threads: int, min_count: int, method: str) -> None:
+    """A one-line InputError for k, threads, min-count or method out of range (both counters check these)."""
     if not 1 <= int(k) <= MAX_K:
         raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
     if int(threads) < 1:
@@ -81,7 +82,7 @@ def _check(k: int, threads: int, min_count: int, method: str) -> None:
         raise InputError(f"the dense counter supports k <= 13, got {k}")
 
 
-def _working_memory(memory: int | str | None) -> int:
+def working_memory_bytes(memory: int | str | None) -> int:
     """Bytes the native counter may use under a whole-process budget (0 = no limit)."""
     if memory is None:
         return 0
@@ -95,7 +96,7 @@ def _working_memory(memory: int | str | None) -> int:
     return work
 
 
-def _spill_folder(spill_dir: str | os.PathLike | None) -> tempfile.TemporaryDirectory:
+def spill_folder(spill_dir: str | os.PathLike | None) -> tempfile.TemporaryDirectory:
     """A fresh temporary folder for spill files under ``spill_dir`` (removed when closed)."""
     if spill_dir is not None and not os.path.isdir(spill_dir):
         raise InputError(f"--tmp-dir {spill_dir}: no such folder")
@@ -139,10 +140,10 @@ def count_kmers_into(
     """
     from genesae_fast import _native
 
-    _check(k, threads, min_count, method)
+    check_count_options(k, threads, min_count, method)
     arrays = _code_arrays(records)
-    work = int(working_memory) if working_memory is not None else _working_memory(memory)
-    with _spill_folder(spill_dir) as tmp:
+    work = int(working_memory) if working_memory is not None else working_memory_bytes(memory)
+    with spill_folder(spill_dir) as tmp:
         try:
             return _native.count_kmers_stream(
                 arrays, int(k), bool(canonical), int(min_count), int(threads), method, work, tmp, sink
@@ -194,7 +195,7 @@ def count_kmers(
     if memory is None and spill_dir is None and working_memory is None:
         from genesae_fast import _native
 
-        _check(k, threads, min_count, method)
+        check_count_options(k, threads, min_count, method)
         return _native.count_kmers(_code_arrays(records), int(k), bool(canonical), int(min_count), int(threads), method)
     kmers: list[np.ndarray] = []
     counts: list[np.ndarray] = []

@@ -26,7 +26,7 @@ import numpy as np
 
 from genesae_fast.errors import InputError
 from genesae_fast.fasta_stream import ReadAhead
-from genesae_fast.kmers import _check, _spill_folder, _working_memory, count_kmers_into
+from genesae_fast.kmers import check_count_options, count_kmers_into, spill_folder, working_memory_bytes
 
 #: Bytes a held base costs next to its k-mer while counting in memory: the code (1), its
 #: k-mer and scratch (16), and the copy made when a record's pieces are joined (1).
@@ -94,8 +94,8 @@ def count_kmers_file(path: str | os.PathLike, k: int, sink: Callable[[np.ndarray
     """
     from genesae_fast import _native
 
-    _check(k, threads, min_count, method)
-    work = int(working_memory) if working_memory is not None else _working_memory(memory)
+    check_count_options(k, threads, min_count, method)
+    work = int(working_memory) if working_memory is not None else working_memory_bytes(memory)
     if work:  # the reader's pieces: queued, in hand, and the raw text and codes being parsed
         work = max(work - (_READ_AHEAD + 3) * int(piece_bytes), 1)
     limit = work // _BYTES_PER_HELD_BASE if work else sys.maxsize  # bases held before spilling
@@ -106,7 +106,7 @@ def count_kmers_file(path: str | os.PathLike, k: int, sink: Callable[[np.ndarray
             held.add(piece.codes, piece.first)
             if held.bases > limit:
                 if spiller is None:
-                    tmp = stack.enter_context(_spill_folder(spill_dir))
+                    tmp = stack.enter_context(spill_folder(spill_dir))
                     stack.enter_context(_spill_errors(tmp))
                     spiller = _native.KmerSpiller(int(k), bool(canonical), int(threads), work, tmp)
                 spiller.add(held.take(keep=int(k) - 1))

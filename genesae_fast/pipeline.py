@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from genesae_fast.errors import InputError
+from genesae_fast.threads import usable_cores
 
 DEFAULT_MOTIFS = "jaspar2024:CORE:vertebrates"
 STAGES = ("layers", "extract", "train", "annotate", "causal", "seeds", "control", "report")
@@ -183,7 +184,7 @@ def make_plan(out, genome, settings: "RunSettings", workers: int | None, done: d
     if rows is None:
         rows = bp if settings.max_tokens is None else min(bp, int(settings.max_tokens))
     train = settings.train_tokens(rows)
-    w = int(workers) if workers else min(os.cpu_count() or 1, max(1, rows // MIN_ROWS_PER_WORKER))
+    w = int(workers) if workers else min(usable_cores(), max(1, rows // MIN_ROWS_PER_WORKER))
     seconds = estimate_seconds(rows, train, w)
     if strands == "both":
         seconds["extract"] *= 2
@@ -320,7 +321,7 @@ def run_pipeline(out="genesae_run", genome=None, model="builtin", layer="auto", 
     s = settings or (RunSettings.quick() if quick else RunSettings())
     paths = _Paths(Path(out), resolve_strands(strands, str(model)))
     paths.out.mkdir(parents=True, exist_ok=True)
-    run = _Run(genome, model, spec, paths, s, dict(motifs=motifs or None, gff=gff, threads=int(threads or os.cpu_count() or 1),
+    run = _Run(genome, model, spec, paths, s, dict(motifs=motifs or None, gff=gff, threads=int(threads or usable_cores()),
                                                  workers=workers, seed=seed, device=device, progress=progress))
     stages = _select_stages(run.stages(echo), only, s, control_untrained)
     plan = make_plan(paths.out, genome, s, workers, _completion(paths), paths.strands, candidates=run.candidates(),

@@ -41,10 +41,9 @@ MAX_WIDTH = 33
 
 def effective_threads(threads: int | None) -> int:
     """Worker threads for ``threads`` (all usable cores when None or < 1; never more than them)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    from genesae_fast.threads import usable_cores
+
+    cores = usable_cores()
     if not threads or threads < 1:
         return cores
     return min(int(threads), cores)

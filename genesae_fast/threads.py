@@ -16,6 +16,16 @@ import os
 from statistics import median
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a cgroup cpuset, a batch
+    scheduler's allocation) where the OS reports one, else ``os.cpu_count()``. Counting the
+    machine's cores instead would start more threads and workers than the process can use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class ThreadTuner:
     """Sets ``torch.set_num_threads`` before each step from the timings reported after it.
 
@@ -33,7 +43,7 @@ class ThreadTuner:
         import torch
 
         self._torch = torch
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         self.candidates = [int(fixed)] if fixed else sorted({1, cores})
         self.probe_steps = probe_steps
         self.recheck_seconds = recheck_seconds
@@ -91,7 +101,7 @@ def busy_cores(sample_seconds: float = 0.3, cores: int | None = None) -> float:
     average where ``/proc/stat`` is missing (macOS)."""
     import time
 
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cores()
     a = _cpu_times()
     if a is None:
         return float(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0.0

@@ -80,3 +80,43 @@ def test_cpu_times_reads_proc_stat_when_there_is_one():
     else:
         idle, total = got
         assert 0 <= idle <= total
+
+
+def _cores_under_affinity(cpus, queue):
+    """In a child process: pin to ``cpus``, then report what the library would use."""
+    import os
+
+    from genesae_fast.models.lm_train import default_workers
+    from genesae_fast.scan import effective_threads
+    from genesae_fast.threads import usable_cores
+
+    os.sched_setaffinity(0, cpus)
+    queue.put((usable_cores(), effective_threads(None), default_workers(32, load=0.0)))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_usable_cores_follow_the_process_cpu_affinity():
+    # as under `taskset -c 0` or a scheduler's cpuset: one usable core, whatever the machine has
+    import multiprocessing as mp
+    import os
+
+    first = min(os.sched_getaffinity(0))
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_cores_under_affinity, args=({first}, q))
+    p.start()
+    got = q.get(timeout=60)
+    p.join(60)
+    assert got == (1, 1, 1)  # lm train's workers counted the machine's cores before
+
+
+def test_usable_cores_without_affinity_is_the_cpu_count(monkeypatch):
+    import os
+
+    from genesae_fast import threads
+
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 7)
+    assert threads.usable_cores() == 7
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert threads.usable_cores() == 1

@@ -226,7 +226,9 @@ def _workers(workers: int | None) -> int:
         if workers < 1:
             raise InputError(f"--workers {workers}: must be at least 1")
         return int(workers)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from genesae_fast.threads import usable_cores
+
+    cores = usable_cores()
     return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 

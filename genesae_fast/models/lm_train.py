@@ -61,9 +61,9 @@ def default_workers(batch_size: int, cores: int | None = None, load: float | Non
     2-core VM at load average 11.7, two workers ran 0.85x the steps/s of one
     (benchmarks/bench_lm_train.py), while on a free machine each worker has its core.
     """
-    from genesae_fast.threads import busy_cores
+    from genesae_fast.threads import busy_cores, usable_cores
 
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cores()
     load = busy_cores(cores=cores) if load is None else load
     return max(1, min(cores - int(round(load)), int(batch_size)))
 
