@@ -78,18 +78,31 @@ def test_random_scores_choices_never_read_held_out_values(seed):
     assert [e["feature"] for e in la] == [e["feature"] for e in lb]
 
 
-def test_features_with_a_concept_count_any_significant_pair_of_tested_features():
-    # feature 0: its best concept (select .9, a base-rate CDS) is not significant, another
-    # concept is (q .001): it has a significant concept. Feature 1: nothing significant.
-    # Feature 2: significant but not tested (inactive): not counted.
-    gene = scores("gene", [[0.9, 0.5, 0.5], [0.1, 0.2, 0.1]], [[0.6, 0.5, 0.5], [0.05, 0.2, 0.9]],
+def test_a_features_best_concept_is_its_best_significant_one_and_counts_in_the_summary():
+    # feature 0: its highest select F1 (.9, a base-rate CDS) is not significant, another
+    # concept is (q .001, select .5): that one is its best concept, and the summary counts
+    # the feature. Feature 1: nothing significant, so its highest select F1 stays its best
+    # concept and it is not counted. Feature 2: significant but not tested (inactive).
+    gene = scores("gene", [[0.9, 0.5, 0.5], [0.5, 0.2, 0.1]], [[0.6, 0.5, 0.5], [0.05, 0.2, 0.9]],
                   [[0.9, 0.9, 0.001], [0.001, 0.5, 0.001]])
     active = np.array([True, True, False])
     _, best_c = TB.pair_table(gene, active, CFG)
     _, best_m = TB.pair_table(None, active, CFG)
-    assert best_c.label[0] == "gene0" and best_c.qvalue[0] == 0.9  # the best concept alone would say none
+    assert best_c.label[0] == "gene1" and best_c.qvalue[0] == 0.001 and best_c.f1[0] == 0.05
+    assert best_c.label[1] == "gene0" and best_c.qvalue[1] == 0.9
+    assert best_c.label[2] == ""
     stats = SimpleNamespace(active=active, n_features=3, n_tokens=10, fvu=0.1, l0=2.0, n_active=np.array([5, 5, 0]))
     cs = {"f1": [0.6, 0.2], "neuron_f1": [0.1, 0.1], "qvalue": [0.9, 0.5]}
     s = TB.summary_dict(stats, None, gene, cs, best_m, best_c, SimpleNamespace(qvalue=0.05, fractions=(0.5,)),
                         genome_bp=10, split_block=5)
     assert (s["features_with_gene_concept"], s["features_with_motif"], s["features_with_any_concept"]) == (1, 0, 1)
+    feats, score = TB.feature_table(SimpleNamespace(n_features=3, n_active=np.array([5, 5, 0]), n_tokens=10,
+                                                    fmax=np.ones(3), mean_active=np.ones(3), active=active,
+                                                    hist=[[1], [1], [0]]),
+                                    best_m, best_c, _no_logos(3), 0.05)
+    assert list(score) == [0.05, 0.0, 0.0]  # the score, hence tracks and the best list, see feature 0
+    assert [e["feature"] for e in TB.best_list(best_m, best_c, 0.05)] == [0]
+
+
+def _no_logos(F: int) -> TB.FeatureLogos:
+    return TB.FeatureLogos({}, [""] * F, [""] * F, np.zeros(F), np.zeros(F), [""] * F, np.zeros(F))

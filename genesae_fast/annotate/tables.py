@@ -206,8 +206,14 @@ class BestConcept:
 
 
 def pair_table(scores: ConceptScores | None, active: np.ndarray, cfg) -> tuple[dict, BestConcept]:
-    """The long table of one kind and each feature's best concept: the highest select F1 (ties:
-    the lower q). Never chosen by q, which comes from the held-out F1 the table reports."""
+    """The long table of one kind and each feature's best concept: among its significant
+    concepts (q <= ``cfg.qvalue``; all of them when none is) the highest select F1, ties by
+    the lower q. Never ranked by q, which comes from the held-out F1 the table reports;
+    significance only filters, as it already does for the score and the best-features list.
+    Why the filter: on a mostly coding genome a feature's highest F1 is often CDS at its
+    base rate (not significant) while the feature also marks start codons at q 1e-20; without
+    it no feature of the bundled genome's default run had a significant best concept, so the
+    score, the tracks and the best-features list were all empty."""
     F = active.shape[0]
     is_motif = scores is None or scores.kind == "motif"
     label_cols = ("motif_id", "motif_name") if is_motif else ("concept",)
@@ -225,7 +231,8 @@ def pair_table(scores: ConceptScores | None, active: np.ndarray, cfg) -> tuple[d
         else:
             keep = range(len(scores.names))
         _extend(rows, _pair_rows(scores, f, keep, cfg.fractions, label_cols))
-        i = int(np.lexsort((q[:, f], -obs["f1_select"][:, f]))[0])
+        not_sig = ~(np.nan_to_num(q[:, f], nan=1.0) <= cfg.qvalue)
+        i = int(np.lexsort((q[:, f], -obs["f1_select"][:, f], not_sig))[0])
         labels = label_cols_values(scores, i, label_cols)
         best.label[f], best.name[f] = labels[0], (labels[1] if is_motif else "")
         best.precision[f], best.recall[f], best.f1[f], best.qvalue[f], best.f1_select[f] = (
@@ -312,24 +319,13 @@ def track_features(score: np.ndarray, n_tracks: int) -> list:
     return out
 
 
-def _any_significant(scores: ConceptScores | None, best: BestConcept, level: float) -> np.ndarray:
-    """Per feature: whether any of its concepts of this kind has q <= ``level`` (the q-values are
-    Benjamini-Hochberg over all pairs, so counting every significant pair is what they
-    control). Not only the best concept: on a genome that is 88% coding a feature's highest
-    F1 is often CDS at its base rate (not significant) while it also marks start codons at
-    q 1e-20, and counting the best concept only reported 0 such features."""
-    if scores is None or scores.q.size == 0:
-        return np.nan_to_num(best.qvalue, nan=1.0) <= level
-    return (np.nan_to_num(scores.q, nan=1.0) <= level).any(axis=0)
-
-
 def summary_dict(stats: FeatureStats, motif: ConceptScores | None, gene: ConceptScores | None, cs: dict,
                  best_m: BestConcept, best_c: BestConcept, cfg, *, genome_bp: int, split_block: int) -> dict:
     """summary.json (without the provenance keys added by the caller)."""
     tested = int(stats.active.sum())
     motif_names = motif.names if motif else []
-    sig_m = _any_significant(motif, best_m, cfg.qvalue) & stats.active.astype(bool)
-    sig_c = _any_significant(gene, best_c, cfg.qvalue) & stats.active.astype(bool)
+    sig_m = np.nan_to_num(best_m.qvalue, nan=1.0) <= cfg.qvalue  # significant whenever any concept is
+    sig_c = np.nan_to_num(best_c.qvalue, nan=1.0) <= cfg.qvalue
     cs_f1 = np.array(cs["f1"]) if cs["f1"] else np.zeros(0)
     cs_nf1 = np.nan_to_num(np.array(cs["neuron_f1"], dtype=float)) if cs["neuron_f1"] else np.zeros(0)
     F = stats.n_features
