@@ -1,7 +1,6 @@
 """Options shared by several commands."""
 from __future__ import annotations
 
-
 import click
 
 
