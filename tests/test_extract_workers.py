@@ -79,7 +79,7 @@ def test_failing_worker_reports_its_error_and_the_store_resumes(tmp_path, genome
 
 
 def test_default_workers_follow_job_size(monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(extract_mod, "usable_cores", lambda: 16)
     n = extract_mod._n_workers
     assert n(None, remaining_rows=10, n_chunks=5, usable=True) == 1
     assert n(None, remaining_rows=3 * extract_mod.MIN_ROWS_PER_WORKER, n_chunks=50, usable=True) == 3

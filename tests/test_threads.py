@@ -5,17 +5,16 @@ import time
 
 import pytest
 
+from genesae_fast import threads as threads_mod
 from genesae_fast.threads import ThreadTuner
 
 
 def test_thread_tuner_keeps_the_faster_count(monkeypatch):
-    import os
-
     import torch
 
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads_mod, "usable_cores", lambda: 2)
     tuner = ThreadTuner(None, probe_steps=2, recheck_seconds=10)
     step_time = {1: 0.5, 2: 2.0}  # a loaded machine: one thread is faster
     elapsed = 0.0

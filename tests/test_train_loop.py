@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from genesae_fast import threads as threads_mod
 from genesae_fast.cli import cli
 from genesae_fast.errors import InputError
 from genesae_fast.train import TrainingInterrupted, default_lr, train_sae
@@ -141,7 +142,7 @@ class ThreadCostClock:
 
 def test_auto_threads_keep_the_faster_count(tmp_path, monkeypatch):
     store, _, _ = _small_store(tmp_path)
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads_mod, "usable_cores", lambda: 2)
     seen = []
     clock = ThreadCostClock({1: 0.1, 2: 0.5})  # a loaded machine: two threads contend
     _run(store, tmp_path / "a", threads=None, clock=clock, callback=lambda step, tokens: seen.append(
