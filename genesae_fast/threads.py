@@ -77,8 +77,6 @@ class ThreadTuner:
             self._next_probe = elapsed + self.recheck_seconds
 
 
-
-
 def _cpu_times() -> tuple[float, float] | None:
     """(idle, total) jiffies of all CPUs from ``/proc/stat``; None where there is none."""
     try:
@@ -112,4 +110,4 @@ def busy_cores(sample_seconds: float = 0.3, cores: int | None = None) -> float:
     return cores * (1.0 - (b[0] - a[0]) / (b[1] - a[1]))
 
 
-__all__ = ["ThreadTuner", "busy_cores"]
+__all__ = ["ThreadTuner", "busy_cores", "usable_cores"]

@@ -1,4 +1,6 @@
-"""The streamed annotation: passes over genome blocks (moments, counts, LM knowledge, per-strand motifs, contexts), folded into fixed-size accumulators.
+"""The streamed annotation: passes over genome blocks, folded into fixed-size accumulators.
+
+The passes: moments, counts, LM knowledge, per-strand motifs, contexts.
 
 Blocks run in a pool of worker processes (one torch thread each) and, under torchrun, on
 disjoint subsets per rank; the per-block results are merged in block order, so the tables

@@ -7,8 +7,9 @@ share of the bases, the sums are exchanged) and the best weights so far are reme
 Training stops when the time budget is spent, after ``max_steps`` steps, or, with
 ``patience`` > 0, after that many evaluations without improvement. The model keeps the
 last weights, or with ``patience`` > 0 the best checked ones (:meth:`LMTrainer.load_kept`);
-the checkpoint always holds the last weights, so a resumed run continues where it stopped. The learning rate follows a cosine over the budget
-(the time budget, or ``max_steps`` when given: then the weights do not depend on timing).
+the checkpoint always holds the last weights, so a resumed run continues where it stopped.
+The learning rate follows a cosine over the budget (the time budget, or ``max_steps`` when
+given: then the weights do not depend on timing).
 """
 from __future__ import annotations
 
